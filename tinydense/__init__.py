@@ -1,0 +1,10 @@
+"""tinydense: a from-scratch deep-learning framework (NumPy, optional CuPy)
+built to teach and train DenseNet."""
+from . import backend, functional
+from .autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
+from .backend import manual_seed
+from .tools.gradcheck import GradcheckError, gradcheck
+
+__version__ = "0.1.0"
+__all__ = ["Function", "GradcheckError", "Tensor", "backend", "functional", "gradcheck",
+           "is_grad_enabled", "manual_seed", "no_grad", "tensor"]

@@ -1,0 +1,1 @@
+"""Tools built on the framework: gradient checking, model summaries, plots."""
