@@ -1,10 +1,12 @@
 """tinydense: a from-scratch deep-learning framework (NumPy, optional CuPy)
 built to teach and train DenseNet."""
 from . import backend, functional
+from . import data
+from . import optim
 from .autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
 from .backend import manual_seed
 from .tools.gradcheck import GradcheckError, gradcheck
 
 __version__ = "0.1.0"
-__all__ = ["Function", "GradcheckError", "Tensor", "backend", "functional", "gradcheck",
-           "is_grad_enabled", "manual_seed", "no_grad", "tensor"]
+__all__ = ["Function", "GradcheckError", "Tensor", "backend", "data", "functional", "gradcheck",
+           "is_grad_enabled", "manual_seed", "no_grad", "optim", "tensor"]

@@ -1,0 +1,53 @@
+"""Write small data sets in the official CIFAR "python version" layout (for tests)."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from tinydense.data import SPECS
+
+
+def write_cifar(root, name="cifar10", per_file=1017, test_size=None, seed=0, learnable=False):
+    """Create ``root/<folder>/`` with every batch file of ``name`` holding
+    ``per_file`` random images (``test_size`` in the test file, default the
+    same) and a meta file. Returns the (images, labels) written, train then
+    test, as the loader should read them.
+
+    learnable: the class is written into the image (a bright square whose
+    position depends on the label), so a small model can learn it quickly."""
+    spec = SPECS[name]
+    folder = Path(root) / spec.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    num_classes = spec.num_classes
+    written = {}
+    for split, files in (("train", spec.train_files), ("test", spec.test_files)):
+        n = per_file if split == "train" or test_size is None else test_size
+        parts = []
+        for f in files:
+            images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+            labels = rng.integers(0, num_classes, size=n)
+            if learnable:
+                images //= 4
+                for k in range(num_classes):   # test data, not the training path: a loop is fine
+                    r, c = divmod(k % 16, 4)
+                    images[labels == k, k % 3, 8 * r:8 * r + 8, 8 * c:8 * c + 8] = 255
+            batch = {b"batch_label": f"{f} (test file)".encode(), b"data": images.reshape(n, -1)}
+            if name == "cifar10":
+                batch[b"labels"] = [int(v) for v in labels]
+            else:
+                batch[b"fine_labels"] = [int(v) for v in labels]
+                batch[b"coarse_labels"] = [int(v) // 5 for v in labels]
+            with open(folder / f, "wb") as fh:
+                pickle.dump(batch, fh)
+            parts.append((images, labels))
+        written[split] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    meta = ({b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072}
+            if name == "cifar10" else
+            {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+             b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]})
+    with open(folder / spec.meta_file, "wb") as fh:
+        pickle.dump(meta, fh)
+    return written
