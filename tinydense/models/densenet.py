@@ -1,0 +1,257 @@
+"""DenseNet (Huang, Liu, van der Maaten and Weinberger, "Densely Connected
+Convolutional Networks", CVPR 2017), with torchvision's parameter names.
+
+Inside a dense block, layer l receives the feature maps of ALL preceding
+layers, concatenated along the channels:
+
+    x_l = H_l([x_0, x_1, ..., x_{l-1}])
+
+With k0 channels entering the block and every H_l producing k ("growth
+rate") new channels, layer l sees k0 + (l-1)k channels and the block
+ends with k0 + L*k. The composite function H_l is
+
+    basic:           BN - ReLU - Conv3x3(k)
+    bottleneck (B):  BN - ReLU - Conv1x1(bn_size*k) - BN - ReLU - Conv3x3(k)
+
+Between blocks a transition layer (BN - ReLU - Conv1x1 - 2x2 average pool)
+halves the image and, with compression theta < 1 (the "C" in DenseNet-BC),
+keeps floor(theta*m) of the m channels.
+
+    name         image    layers                                   paper
+    features     224x224  conv0 7x7/2, norm0, relu0, pool0 3x3/2   ImageNet stem
+                 32x32    conv0 3x3                                CIFAR stem
+    denseblock1..n        [denselayer1 ... denselayerL]
+    transition1..n-1      norm, relu, conv 1x1, pool 2x2/2
+    norm5                 final BN (then ReLU, global average pool)
+    classifier            Linear(channels, num_classes)
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+from .. import functional as F
+from ..autograd import Tensor
+from ..nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d,
+                  Module, ReLU, Sequential)
+from ._checks import check_image_batch
+
+
+class DenseLayer(Module):
+    """H_l: turns the list of all earlier feature maps into k new ones.
+
+    in_channels = k0 + (l-1)k, the channels of the concatenated input.
+    """
+
+    def __init__(self, in_channels, growth_rate, bottleneck=True, bn_size=4, drop_rate=0.0):
+        super().__init__()
+        self.bottleneck, self.drop_rate = bool(bottleneck), float(drop_rate)
+        first_out = bn_size * growth_rate if bottleneck else growth_rate
+        self.norm1 = BatchNorm2d(in_channels)
+        self.relu1 = ReLU()
+        if bottleneck:   # 1x1 conv down to bn_size*k channels, then the 3x3 conv
+            self.conv1 = Conv2d(in_channels, first_out, kernel_size=1, bias=False)
+            self.norm2 = BatchNorm2d(first_out)
+            self.relu2 = ReLU()
+            self.conv2 = Conv2d(first_out, growth_rate, kernel_size=3, padding=1, bias=False)
+        else:
+            self.conv1 = Conv2d(in_channels, growth_rate, kernel_size=3, padding=1, bias=False)
+
+    def concat_norm_relu(self, features):
+        """ReLU(BN([x_0, ..., x_{l-1}])): the concatenated input, normalised.
+
+        This is where DenseNet's memory goes: every layer makes its own
+        concatenated copy of all earlier features (and a BN and a ReLU output
+        of that size), so the stored activations grow quadratically with depth.
+        """
+        x = features[0] if len(features) == 1 else F.cat(features, axis=1)
+        return self.relu1(self.norm1(x))
+
+    def forward(self, features):
+        """features: list of (N, C_i, H, W) tensors (or one tensor) -> (N, k, H, W)."""
+        if isinstance(features, Tensor):
+            features = [features]
+        out = self._dropout(self.conv1(self.concat_norm_relu(features)))
+        if self.bottleneck:
+            out = self._dropout(self.conv2(self.relu2(self.norm2(out))))
+        return out
+
+    def _dropout(self, x):
+        # the paper puts dropout after every convolution except the first (the stem)
+        return F.dropout(x, self.drop_rate, self.training) if self.drop_rate > 0 else x
+
+    def extra_repr(self):
+        return "" if self.drop_rate == 0 else f"drop_rate={self.drop_rate}"
+
+
+class DenseBlock(Module):
+    """``num_layers`` dense layers, each fed the concatenation of the block
+    input and every earlier layer's output. Output: in_channels + num_layers*k channels."""
+
+    def __init__(self, num_layers, in_channels, growth_rate, bottleneck=True, bn_size=4, drop_rate=0.0):
+        super().__init__()
+        for i in range(num_layers):
+            self.add_module(f"denselayer{i + 1}",
+                            DenseLayer(in_channels + i * growth_rate, growth_rate,
+                                       bottleneck=bottleneck, bn_size=bn_size, drop_rate=drop_rate))
+        self.out_channels = in_channels + num_layers * growth_rate
+
+    def forward(self, x):
+        features = [x]                       # x_0, then x_1, x_2, ... as they are made
+        for layer in self.children():
+            features.append(layer(features))
+        return F.cat(features, axis=1)
+
+
+class Transition(Module):
+    """Between two blocks: BN - ReLU - Conv1x1(out_channels) - AvgPool 2x2/2."""
+
+    def __init__(self, in_channels, out_channels, drop_rate=0.0):
+        super().__init__()
+        self.drop_rate = float(drop_rate)
+        self.norm = BatchNorm2d(in_channels)
+        self.relu = ReLU()
+        self.conv = Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+        self.pool = AvgPool2d(kernel_size=2, stride=2)
+
+    def forward(self, x):
+        out = self.conv(self.relu(self.norm(x)))
+        if self.drop_rate > 0:
+            out = F.dropout(out, self.drop_rate, self.training)
+        return self.pool(out)
+
+
+class DenseNet(Module):
+    """A DenseNet: stem, dense blocks joined by transitions, BN-ReLU, global
+    average pooling and a linear classifier.
+
+    growth_rate:        k, channels each dense layer adds
+    block_config:       number of layers in each dense block, e.g. (6, 12, 24, 16)
+    num_init_features:  channels of the stem convolution
+    bn_size:            bottleneck width factor (bn_size*k channels after the 1x1 conv)
+    bottleneck:         use BN-ReLU-Conv1x1-BN-ReLU-Conv3x3 layers (DenseNet-B)
+    compression:        theta in (0, 1]; a transition keeps floor(theta*m) channels
+    drop_rate:          dropout probability after each convolution but the stem's
+    stem:               "imagenet" (7x7/2 conv, BN, ReLU, 3x3/2 max pool) or "cifar" (3x3 conv)
+    """
+
+    def __init__(self, growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64, bn_size=4,
+                 bottleneck=True, compression=0.5, drop_rate=0.0, num_classes=1000, stem="imagenet",
+                 in_channels=3):
+        super().__init__()
+        for name, value in (("growth_rate", growth_rate), ("num_init_features", num_init_features),
+                            ("bn_size", bn_size), ("num_classes", num_classes), ("in_channels", in_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"DenseNet: {name} must be a positive integer, got {value!r}")
+        block_config = tuple(block_config)
+        if not block_config or not all(isinstance(n, int) and n >= 1 for n in block_config):
+            raise ValueError(f"DenseNet: block_config must list positive layer counts, got {block_config!r}")
+        if not 0 < compression <= 1:
+            raise ValueError(f"DenseNet: compression (theta) must be in (0, 1], got {compression}")
+        if not 0 <= drop_rate < 1:
+            raise ValueError(f"DenseNet: drop_rate must be in [0, 1), got {drop_rate}")
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"DenseNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
+        self.in_channels = in_channels
+
+        if stem == "imagenet":
+            layers = OrderedDict([
+                ("conv0", Conv2d(in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False)),
+                ("norm0", BatchNorm2d(num_init_features)),
+                ("relu0", ReLU()),
+                ("pool0", MaxPool2d(kernel_size=3, stride=2, padding=1)),
+            ])
+        else:
+            layers = OrderedDict([
+                ("conv0", Conv2d(in_channels, num_init_features, kernel_size=3, padding=1, bias=False)),
+            ])
+        channels = num_init_features
+        for i, num_layers in enumerate(block_config):
+            block = DenseBlock(num_layers, channels, growth_rate, bottleneck=bottleneck,
+                               bn_size=bn_size, drop_rate=drop_rate)
+            layers[f"denseblock{i + 1}"] = block
+            channels = block.out_channels
+            if i != len(block_config) - 1:
+                out = int(math.floor(compression * channels))
+                layers[f"transition{i + 1}"] = Transition(channels, out, drop_rate=drop_rate)
+                channels = out
+        layers["norm5"] = BatchNorm2d(channels)
+        self.features = Sequential(layers)
+        self.relu = ReLU()
+        self.pool = AdaptiveAvgPool2d(1)
+        self.flatten = Flatten()
+        self.classifier = Linear(channels, num_classes)
+
+    def size_changing_layers(self):
+        """(name, layer) of every layer that changes the image size, in order."""
+        out = []
+        for name, layer in self.features.named_children():
+            if isinstance(layer, Transition):
+                out.append((f"features.{name}.pool", layer.pool))
+            elif isinstance(layer, (Conv2d, MaxPool2d)):
+                out.append((f"features.{name}", layer))
+        return out
+
+    def forward(self, x):
+        """x (N, in_channels, H, W) -> class scores (N, num_classes)."""
+        check_image_batch(self, x, self.in_channels, self.size_changing_layers())
+        out = self.relu(self.features(x))
+        return self.classifier(self.flatten(self.pool(out)))
+
+
+# --- CIFAR models (the paper's Section 4) ------------------------------------------
+
+def densenet(depth, growth_rate, bottleneck=False, compression=1.0, num_classes=10, drop_rate=0.0):
+    """A DenseNet for 32x32 images as in the paper's CIFAR experiments.
+
+    Three dense blocks of n layers each. depth L counts the layers with weights:
+    the stem conv, 3n layers (two convs each with bottleneck), two transition
+    convs and the classifier, so n = (L - 4) / 3, or (L - 4) / 6 with bottleneck.
+    The stem is one 3x3 conv to 16 channels (2k for DenseNet-BC: bottleneck and
+    compression < 1); no stem norm or pool.
+    """
+    if not isinstance(depth, int) or isinstance(depth, bool):
+        raise ValueError(f"densenet: depth must be an integer, got {depth!r}")
+    per_layer = 6 if bottleneck else 3
+    kind = "DenseNet-B(C) with bottleneck: L = 6n + 4" if bottleneck else "DenseNet: L = 3n + 4"
+    if depth < per_layer + 4 or (depth - 4) % per_layer:
+        lower = max(per_layer + 4, depth - (depth - 4) % per_layer)
+        raise ValueError(f"densenet: depth {depth} does not fit {kind} with n >= 1 layers per block "
+                         f"(nearest valid depths: {lower}, {lower + per_layer})")
+    n = (depth - 4) // per_layer
+    stem = 2 * growth_rate if bottleneck and compression < 1 else 16
+    return DenseNet(growth_rate, (n, n, n), stem, bn_size=4, bottleneck=bottleneck, compression=compression,
+                    drop_rate=drop_rate, num_classes=num_classes, stem="cifar")
+
+
+def densenet_bc(depth=100, growth_rate=12, num_classes=10, drop_rate=0.0):
+    """DenseNet-BC for CIFAR: bottleneck layers and compression theta = 0.5."""
+    return densenet(depth, growth_rate, bottleneck=True, compression=0.5,
+                    num_classes=num_classes, drop_rate=drop_rate)
+
+
+# --- ImageNet models (the paper's Table 1, torchvision's names) ----------------------
+
+def densenet121(num_classes=1000, drop_rate=0.0):
+    """DenseNet-121: k=32, blocks (6, 12, 24, 16), 7,978,856 parameters."""
+    return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, drop_rate=drop_rate)
+
+
+def densenet169(num_classes=1000, drop_rate=0.0):
+    """DenseNet-169: k=32, blocks (6, 12, 32, 32)."""
+    return DenseNet(32, (6, 12, 32, 32), 64, num_classes=num_classes, drop_rate=drop_rate)
+
+
+def densenet201(num_classes=1000, drop_rate=0.0):
+    """DenseNet-201: k=32, blocks (6, 12, 48, 32)."""
+    return DenseNet(32, (6, 12, 48, 32), 64, num_classes=num_classes, drop_rate=drop_rate)
+
+
+def densenet161(num_classes=1000, drop_rate=0.0):
+    """DenseNet-161: k=48, 96 stem channels, blocks (6, 12, 36, 24)."""
+    return DenseNet(48, (6, 12, 36, 24), 96, num_classes=num_classes, drop_rate=drop_rate)
+
+
+def densenet264(num_classes=1000, drop_rate=0.0):
+    """DenseNet-264: k=32, blocks (6, 12, 64, 48)."""
+    return DenseNet(32, (6, 12, 64, 48), 64, num_classes=num_classes, drop_rate=drop_rate)

@@ -1,0 +1,9 @@
+"""Layers and models as objects that own their parameters (PyTorch's ``torch.nn``)."""
+from .containers import ModuleList, Sequential
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
+                     MaxPool2d, ReLU)
+from .module import IncompatibleKeys, Module, Parameter
+
+__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten",
+           "IncompatibleKeys", "Linear", "MaxPool2d", "Module", "ModuleList", "Parameter", "ReLU",
+           "Sequential"]
