@@ -92,7 +92,7 @@ def manual_seed(seed: int) -> None:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     _cpu_rng = np.random.default_rng(int(seed))
-    _gpu_rng = cupy.random.default_rng(int(seed)) if cupy is not None else None
+    _gpu_rng = cupy.random.default_rng(int(seed)) if cuda_available() else None
 
 
 def rng(xp=np):
