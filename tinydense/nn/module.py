@@ -71,10 +71,12 @@ class Module:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning {name!r}")
         if isinstance(value, (Parameter, Module)):
+            target = self._parameters if isinstance(value, Parameter) else self._modules
             self.__dict__.pop(name, None)
             for registry in (self._parameters, self._buffers, self._modules):
-                registry.pop(name, None)
-            (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
+                if registry is not target:
+                    registry.pop(name, None)
+            target[name] = value                # a replacement keeps its place in the order
         elif name in self._buffers:            # a new array for an existing buffer
             self._buffers[name] = value
         elif name in self._parameters:
