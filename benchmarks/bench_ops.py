@@ -1,0 +1,138 @@
+"""Time conv2d forward + backward at DenseNet-BC's shapes.
+
+    python benchmarks/bench_ops.py [--threads 2] [--repeats 15] [--torch]
+
+Cases (batch 64, 32x32 images, float32, no bias, as in a CIFAR DenseNet-BC):
+the bottleneck 1x1 convs C -> 48 for C in 24, 48, 120, 216 and the 3x3
+48 -> 12 conv with padding 1 (growth rate 12). For each case we time
+``y = conv2d(x, w); y.backward(g)`` (x and w both need gradients) and the
+forward pass alone under ``no_grad``, and print the median of
+``--repeats`` runs after one warm-up run.
+
+With ``--torch`` (PyTorch installed: ``pip install torch``) the same
+work is timed in PyTorch, alternating with tinydense in the same process,
+so both see the same machine load; the table then shows the ratio
+tinydense / PyTorch. Results also go to benchmarks/results/ as JSON.
+
+The thread count must be fixed before NumPy (OpenBLAS) or PyTorch start,
+so this script sets the environment variables first and imports later.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+CASES = [  # name, C_in, C_out, kernel, padding
+    ("1x1 24->48", 24, 48, 1, 0),
+    ("1x1 48->48", 48, 48, 1, 0),
+    ("1x1 120->48", 120, 48, 1, 0),
+    ("1x1 216->48", 216, 48, 1, 0),
+    ("3x3 48->12 pad 1", 48, 12, 3, 1),
+]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="BLAS / PyTorch threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per case (default 15)")
+    parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    parser.add_argument("--size", type=int, default=32, help="image height and width (default 32)")
+    parser.add_argument("--torch", action="store_true", help="also time PyTorch, interleaved")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file to write (default benchmarks/results/bench_ops-<time>.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import numpy as np
+
+    import tinydense
+    import tinydense.functional as F
+
+    torch = None
+    if args.torch:
+        try:
+            import torch
+        except ImportError:
+            sys.exit("--torch: PyTorch is not installed (pip install torch)")
+        torch.set_num_threads(args.threads)
+
+    rng = np.random.default_rng(0)
+    N, S = args.batch, args.size
+    rows = []
+    for name, C, O, k, pad in CASES:
+        x_np = rng.standard_normal((N, C, S, S), dtype=np.float32)
+        w_np = (rng.standard_normal((O, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
+        g_np = rng.standard_normal((N, O, S, S), dtype=np.float32)
+        x = tinydense.tensor(x_np, requires_grad=True)
+        w = tinydense.tensor(w_np, requires_grad=True)
+
+        def td_step():
+            x.grad = w.grad = None
+            F.conv2d(x, w, padding=pad).backward(g_np)
+
+        def td_forward():
+            with tinydense.no_grad():
+                F.conv2d(x, w, padding=pad)
+
+        timers = {"tinydense fwd": td_forward, "tinydense fwd+bwd": td_step}
+        if torch is not None:
+            tx = torch.from_numpy(x_np).requires_grad_()
+            tw = torch.from_numpy(w_np).requires_grad_()
+            tg = torch.from_numpy(g_np)
+
+            def torch_step():
+                tx.grad = tw.grad = None
+                torch.nn.functional.conv2d(tx, tw, padding=pad).backward(tg)
+
+            timers["torch fwd+bwd"] = torch_step
+        times = {key: [] for key in timers}
+        for f in timers.values():         # warm-up: first calls allocate and plan
+            f()
+        for _ in range(args.repeats):     # alternate, so a burst of load hits every timer
+            for key, f in timers.items():
+                start = time.perf_counter()
+                f()
+                times[key].append(time.perf_counter() - start)
+        row = {"case": name, "C_in": C, "C_out": O, "kernel": k, "padding": pad}
+        row.update({f"{key} ms": 1e3 * statistics.median(t) for key, t in times.items()})
+        if torch is not None:
+            row["ratio"] = row["tinydense fwd+bwd ms"] / row["torch fwd+bwd ms"]
+        rows.append(row)
+        print_row(row, header=len(rows) == 1, with_torch=torch is not None)
+
+    info = {
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "threads": args.threads, "repeats": args.repeats, "batch": N, "size": S,
+        "numpy": np.__version__, "torch": torch.__version__ if torch is not None else None,
+        "python": platform.python_version(), "machine": platform.machine(),
+        "cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "results": rows,
+    }
+    out = args.out or Path(__file__).parent / "results" / f"bench_ops-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(info, indent=2))
+    print(f"\nmedians of {args.repeats} runs, N={N}, {S}x{S}, float32, {args.threads} threads; wrote {out}")
+
+
+def print_row(row, header, with_torch):
+    columns = ["case", "tinydense fwd ms", "tinydense fwd+bwd ms"]
+    if with_torch:
+        columns += ["torch fwd+bwd ms", "ratio"]
+    if header:
+        print(" | ".join(f"{c:>20}" for c in columns))
+        print("-|-".join("-" * 20 for _ in columns))
+    print(" | ".join(f"{row[c]:>20}" if isinstance(row[c], str) else f"{row[c]:>20.2f}" for c in columns))
+
+
+if __name__ == "__main__":
+    main()
