@@ -113,15 +113,19 @@ def resnet(depth, num_classes=10, bottleneck=None):
 
     Basic blocks (two 3x3 convs): depth = 6n + 2, e.g. 20, 56, 110.
     Bottleneck blocks (three convs): depth = 9n + 2, e.g. 164, 1001.
-    ``bottleneck=None`` follows He et al.: bottleneck blocks from depth 164 on.
+    ``bottleneck=None`` picks the kind whose formula the depth fits; a depth that
+    fits both (56, 110, 164 ...) gets bottleneck blocks from 164 on, as in He et al.
     """
     if not isinstance(depth, int) or isinstance(depth, bool):
         raise ValueError(f"resnet: depth must be an integer, got {depth!r}")
+    fits = {False: depth >= 8 and (depth - 2) % 6 == 0, True: depth >= 11 and (depth - 2) % 9 == 0}
     if bottleneck is None:
-        bottleneck = depth >= 164
-    per_block = 9 if bottleneck else 6
-    if depth < per_block + 2 or (depth - 2) % per_block:
+        if not any(fits.values()):
+            raise ValueError(f"resnet: depth {depth} fits neither basic blocks (depth = 6n + 2: 8, 20, "
+                             f"56, 110 ...) nor bottleneck blocks (depth = 9n + 2: 11, 164, 1001 ...)")
+        bottleneck = depth >= 164 if fits[True] and fits[False] else fits[True]
+    if not fits[bool(bottleneck)]:
         kind = "bottleneck blocks: depth = 9n + 2" if bottleneck else "basic blocks: depth = 6n + 2"
         raise ValueError(f"resnet: depth {depth} does not fit {kind} with n >= 1 "
-                         f"(e.g. {'164, 1001' if bottleneck else '20, 56, 110'})")
-    return ResNet((depth - 2) // per_block, bottleneck=bottleneck, num_classes=num_classes)
+                         f"(e.g. {'11, 164, 1001' if bottleneck else '8, 20, 56, 110'})")
+    return ResNet((depth - 2) // (9 if bottleneck else 6), bottleneck=bool(bottleneck), num_classes=num_classes)
