@@ -1,0 +1,431 @@
+# %% [markdown]
+# # Lesson 2: Convolution, from loops to one matrix product
+#
+# A convolution layer slides a small stack of filters over an image and, at
+# every position, takes a dot product between a filter and the patch under
+# it. DenseNet is almost nothing but convolutions (3x3 ones inside the dense
+# layers, 1x1 ones in the bottlenecks and transitions), so how fast they run
+# decides how fast everything runs.
+#
+# ## What you will learn
+#
+# - exactly what a convolution layer computes, written as loops;
+# - the output-size formula $(W - K + 2P)/S + 1$ and where the rounding happens;
+# - **im2col**: rewriting a convolution as a matrix product, and then the whole
+#   batch as **one** matrix product (GEMM);
+# - the backward pass of a convolution as two more matrix products;
+# - how to count a layer's memory, parameters and FLOPs, worked through for
+#   AlexNet's first convolution and pooling layer and checked with
+#   `tinydense.summary`;
+# - how much faster each version is, measured.
+
+# %%
+%matplotlib inline
+import os
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import tinydense as td
+import tinydense.functional as F
+
+FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## 1. What a convolution layer computes
+#
+# Input $x$ has shape $(N, C, H, W)$: $N$ images with $C$ channels each. The
+# weight $w$ has shape $(O, C, K, K)$: $O$ filters, each as deep as the input.
+# With stride $S$ and zero padding $P$ on every side, output channel $o$ at
+# position $(i, j)$ is
+#
+# $$y[n, o, i, j] = b[o] + \sum_{c=0}^{C-1}\sum_{a=0}^{K-1}\sum_{b'=0}^{K-1}
+#   w[o, c, a, b']\; x_{\text{pad}}[n, c,\; iS + a,\; jS + b'] .$$
+#
+# (Deep-learning "convolution" does not flip the filter; mathematicians would
+# call this a cross-correlation. Since the filters are learned, it makes no
+# difference.)
+#
+# ## 2. The output size
+#
+# Along one axis, the padded input has $W + 2P$ pixels and a window of $K$
+# pixels fits at positions $0, S, 2S, \dots$ as long as it does not run off
+# the end. That gives
+#
+# $$W_{\text{out}} = \left\lfloor \frac{W - K + 2P}{S} \right\rfloor + 1 .$$
+#
+# When $S$ does not divide $W - K + 2P$, the last few pixels are never the
+# start of a window and are simply dropped (the floor). A few cases, checked
+# against what `F.conv2d` actually returns:
+
+# %%
+def output_size(W, K, S, P):
+    return (W - K + 2 * P) // S + 1
+
+
+cases = [  # (input size, kernel, stride, padding, where it appears)
+    (32, 3, 1, 1, "DenseNet 3x3 conv on CIFAR: size kept"),
+    (32, 1, 1, 0, "DenseNet-B bottleneck 1x1 conv"),
+    (227, 11, 4, 2, "AlexNet conv1"),
+    (224, 7, 2, 3, "ImageNet DenseNet stem"),
+    (8, 3, 2, 0, "a case where the division is not exact"),
+]
+for W, K, S, P, where in cases:
+    formula = output_size(W, K, S, P)
+    x = td.tensor(np.zeros((1, 1, W, W), dtype=np.float32))
+    w = td.tensor(np.zeros((1, 1, K, K), dtype=np.float32))
+    actual = F.conv2d(x, w, stride=S, padding=P).shape[-1]
+    print(f"W={W:3d} K={K:2d} S={S} P={P}: ({W}-{K}+2*{P})/{S}+1 = {(W - K + 2 * P) / S + 1:6.2f}"
+          f" -> {formula:3d} (conv2d gives {actual})  {where}")
+
+# %% [markdown]
+# ## 3. Version 1: loops
+#
+# The formula translates directly into seven nested loops. This is the
+# definition, and our reference for everything that follows; it is also
+# hopelessly slow, as we will measure.
+
+# %%
+def conv_loops(x, w, b, stride=1, padding=0):
+    N, C, H, W = x.shape
+    O, _, K, _ = w.shape
+    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    xpad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    y = np.zeros((N, O, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for o in range(O):
+            for i in range(OH):
+                for j in range(OW):
+                    total = b[o]
+                    for c in range(C):
+                        for a in range(K):
+                            for bb in range(K):
+                                total += w[o, c, a, bb] * xpad[n, c, i * stride + a, j * stride + bb]
+                    y[n, o, i, j] = total
+    return y
+
+
+x = rng.standard_normal((2, 3, 7, 7))
+w = rng.standard_normal((4, 3, 3, 3))
+b = rng.standard_normal(4)
+y_loops = conv_loops(x, w, b, stride=2, padding=1)
+y_td = F.conv2d(td.tensor(x), td.tensor(w), td.tensor(b), stride=2, padding=1).numpy()
+print("output shape", y_loops.shape, "  max |loops - tinydense| =", np.abs(y_loops - y_td).max())
+
+# %% [markdown]
+# The three innermost loops compute a dot product between the filter
+# `w[o]` and one patch of the input. NumPy can do that dot product for us,
+# which leaves four Python loops: one iteration per output number.
+
+# %%
+def conv_window_loops(x, w, b, stride=1, padding=0):
+    N, C, H, W = x.shape
+    O, _, K, _ = w.shape
+    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    xpad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    y = np.empty((N, O, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for o in range(O):
+            for i in range(OH):
+                for j in range(OW):
+                    patch = xpad[n, :, i * stride:i * stride + K, j * stride:j * stride + K]
+                    y[n, o, i, j] = np.sum(patch * w[o]) + b[o]
+    return y
+
+
+print("max |window loops - loops| =", np.abs(conv_window_loops(x, w, b, 2, 1) - y_loops).max())
+
+# %% [markdown]
+# ## 4. Version 2: im2col, one matrix product per image
+#
+# Every output number is a dot product of one filter with one patch. Put each
+# filter in a **row** of a matrix $W_{\text{mat}}$ of shape $(O, CK^2)$ and each
+# patch in a **column** of a matrix (the *column matrix*) of shape
+# $(CK^2, OH \cdot OW)$. Then all the dot products together are one matrix
+# product:
+#
+# $$Y = W_{\text{mat}}\,\text{cols}, \qquad (O, CK^2) \times (CK^2, OH\,OW) \to (O, OH\,OW).$$
+#
+# Building the column matrix is called *im2col*. The obvious way copies one
+# patch per output pixel:
+
+# %%
+def im2col_by_pixel(x1, K, stride=1, padding=0):
+    """The column matrix of ONE image x1 (C, H, W): column p is the patch of output pixel p."""
+    C, H, W = x1.shape
+    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    xpad = np.pad(x1, ((0, 0), (padding, padding), (padding, padding)))
+    cols = np.empty((C * K * K, OH * OW), dtype=x1.dtype)
+    for i in range(OH):
+        for j in range(OW):
+            cols[:, i * OW + j] = xpad[:, i * stride:i * stride + K, j * stride:j * stride + K].reshape(-1)
+    return cols
+
+# %% [markdown]
+# To see what it builds, take a single-channel 5x5 "image" whose pixels are
+# numbered 0 to 24, and a 3x3 kernel. There are 3x3 = 9 output pixels, so 9
+# columns, each listing the 9 pixel numbers of its patch. Notice that most
+# pixels appear in several columns: the column matrix is up to $K^2$ times as
+# big as the image.
+
+# %%
+image = np.arange(25, dtype=np.float64).reshape(1, 5, 5)
+cols = im2col_by_pixel(image, K=3)
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw={"width_ratios": [1, 1.6]})
+axes[0].imshow(image[0], cmap="viridis")
+for (r, c), v in np.ndenumerate(image[0]):
+    axes[0].text(c, r, int(v), ha="center", va="center", color="white")
+axes[0].set_title("5x5 input (pixel numbers)")
+axes[1].imshow(cols, cmap="viridis", aspect="auto")
+for (r, c), v in np.ndenumerate(cols):
+    axes[1].text(c, r, int(v), ha="center", va="center", color="white", fontsize=8)
+axes[1].set_title("column matrix: one 3x3 patch per column")
+axes[1].set_xlabel("output pixel")
+axes[1].set_ylabel("position in the patch")
+for ax in axes:
+    ax.set_xticks([])
+    ax.set_yticks([])
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The per-pixel copy still loops over output pixels. Look at one *row* of the
+# column matrix instead: row $(c, a, b')$ holds pixel $(iS + a, jS + b')$ of
+# channel $c$ for every output pixel $(i, j)$, which is just a strided slice of
+# the padded input, `xpad[c, a::S, b'::S]` (cut to $OH \times OW$). So the
+# matrix can be filled with one slice copy per kernel tap, $K^2$ copies in all,
+# for every image and channel at once. This is how `tinydense` builds it.
+
+# %%
+def im2col(x, K, stride=1, padding=0):
+    """Column matrices of a batch x (N, C, H, W) -> (N, C*K*K, OH*OW), one copy per tap."""
+    N, C, H, W = x.shape
+    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    xpad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    cols = np.empty((N, C, K, K, OH, OW), dtype=x.dtype)
+    for a in range(K):
+        for bb in range(K):
+            cols[:, :, a, bb] = xpad[:, :, a:a + stride * OH:stride, bb:bb + stride * OW:stride]
+    return cols.reshape(N, C * K * K, OH * OW)
+
+
+print("same matrix as the per-pixel version:",
+      np.array_equal(im2col(image[None], 3)[0], im2col_by_pixel(image, 3)))
+
+
+def conv_im2col(x, w, b, stride=1, padding=0):
+    """One matrix product per image."""
+    N, C, H, W = x.shape
+    O, _, K, _ = w.shape
+    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    cols = im2col(x, K, stride, padding)
+    w_mat = w.reshape(O, C * K * K)
+    y = np.empty((N, O, OH * OW), dtype=x.dtype)
+    for n in range(N):
+        y[n] = w_mat @ cols[n]
+    return y.reshape(N, O, OH, OW) + b.reshape(1, O, 1, 1)
+
+
+print("max |im2col - loops| =", np.abs(conv_im2col(x, w, b, 2, 1) - y_loops).max())
+
+# %% [markdown]
+# ## 5. Version 3: the whole batch as one GEMM
+#
+# The loop over images is a loop over independent matrix products with the
+# same left factor. Place the column matrices of all images side by side and
+# it becomes a single product of shape
+# $(O, CK^2) \times (CK^2, N \cdot OH \cdot OW)$. One big product is faster
+# than many small ones: the BLAS library behind `@` splits it into blocks that
+# fit in the CPU caches and spreads them over all cores.
+
+# %%
+def conv_gemm(x, w, b, stride=1, padding=0):
+    """The whole batch as one matrix product."""
+    N, C, H, W = x.shape
+    O, _, K, _ = w.shape
+    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    cols = im2col(x, K, stride, padding)                            # (N, CKK, OH*OW)
+    cols = cols.transpose(1, 0, 2).reshape(C * K * K, N * OH * OW)   # side by side
+    y = w.reshape(O, C * K * K) @ cols                              # one GEMM: (O, N*OH*OW)
+    return y.reshape(O, N, OH, OW).transpose(1, 0, 2, 3) + b.reshape(1, O, 1, 1)
+
+
+print("max |one GEMM - loops| =", np.abs(conv_gemm(x, w, b, 2, 1) - y_loops).max())
+
+# %% [markdown]
+# `F.conv2d` uses this idea with two refinements you can read in
+# `tinydense/ops/conv.py`: a 1x1 convolution with stride 1 needs no column
+# matrix at all (each pixel already is a column), and a stride-1 convolution
+# can read its patches as shifted views of the flattened padded image instead
+# of copying them, which saves the $K^2$-fold memory of the column matrix.
+#
+# ## 6. The backward pass is two more matrix products
+#
+# With $G = \partial L/\partial Y$ laid out like $Y$, as $(O, OH\,OW)$ per image,
+# the forward $Y = W_{\text{mat}}\,\text{cols} + b$ gives
+#
+# $$\frac{\partial L}{\partial W_{\text{mat}}} = \sum_n G_n\, \text{cols}_n^{\top},\qquad
+#   \frac{\partial L}{\partial\, \text{cols}_n} = W_{\text{mat}}^{\top} G_n,\qquad
+#   \frac{\partial L}{\partial b} = \sum_{n,i,j} G .$$
+#
+# The gradient for the column matrix must then go back to the image: every
+# entry is added to the pixel it was copied from (*col2im*). A pixel copied
+# into several columns collects several contributions, the same "used more
+# than once, so gradients add" rule as in lesson 1. We check this against
+# tinydense's own backward pass.
+
+# %%
+def conv_backward(x, w, g, stride=1, padding=0):
+    """Gradients of sum(conv(x, w, b) * g) with respect to x, w and b."""
+    N, C, H, W = x.shape
+    O, _, K, _ = w.shape
+    OH, OW = g.shape[2:]
+    cols = im2col(x, K, stride, padding)                    # (N, CKK, OH*OW)
+    g_mat = g.reshape(N, O, OH * OW)
+    dw = (g_mat @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    dcols = (w.reshape(O, -1).T @ g_mat).reshape(N, C, K, K, OH, OW)
+    dxpad = np.zeros((N, C, H + 2 * padding, W + 2 * padding))
+    for a in range(K):                                      # col2im: scatter back, adding
+        for bb in range(K):
+            dxpad[:, :, a:a + stride * OH:stride, bb:bb + stride * OW:stride] += dcols[:, :, a, bb]
+    dx = dxpad[:, :, padding:padding + H, padding:padding + W]
+    return dx, dw, g.sum(axis=(0, 2, 3))
+
+
+xt, wt, bt = (td.tensor(a, requires_grad=True) for a in (x, w, b))
+y = F.conv2d(xt, wt, bt, stride=2, padding=1)
+g = rng.standard_normal(y.shape)
+y.backward(g)
+for name, mine, theirs in zip(["dx", "dw", "db"], conv_backward(x, w, g, 2, 1), [xt.grad, wt.grad, bt.grad]):
+    print(f"{name}: max |ours - tinydense| = {np.abs(mine - theirs).max():.2e}")
+
+# %% [markdown]
+# ## 7. Counting memory, parameters and FLOPs: AlexNet's first layers
+#
+# Three numbers describe what a layer costs:
+#
+# - **memory** of its output: number of output elements times 4 bytes (float32).
+#   These activations are kept for the backward pass, so they add up over
+#   the whole network;
+# - **parameters**: the learnable numbers, $C_{\text{out}} C_{\text{in}} K^2$
+#   weights plus $C_{\text{out}}$ biases for a convolution, none for pooling;
+# - **FLOPs**: here, as in the lecture, one multiply-add counts as one
+#   operation. Each of the $C_{\text{out}} \cdot H' \cdot W'$ outputs of a
+#   convolution takes $C_{\text{in}} K^2$ multiply-adds; each output of a
+#   $K \times K$ pooling window looks at $K^2$ inputs.
+#
+# AlexNet starts with 64 filters of size 11x11, stride 4, padding 2, on a
+# 3x227x227 image, followed by 3x3 max pooling with stride 2.
+
+# %%
+C_in, H_in = 3, 227
+C_out, K, S, P = 64, 11, 4, 2
+H_conv = output_size(H_in, K, S, P)
+conv_memory = C_out * H_conv * H_conv * 4
+conv_params = C_out * C_in * K * K + C_out
+conv_flops = (C_out * H_conv * H_conv) * (C_in * K * K)
+print(f"conv1: output {C_out}x{H_conv}x{H_conv}")
+print(f"  memory : {C_out}*{H_conv}*{H_conv}*4 bytes = {conv_memory} bytes = {conv_memory / 1024:.2f} KB")
+print(f"  params : {C_out}*{C_in}*{K}*{K} + {C_out} = {conv_params}")
+print(f"  FLOPs  : ({C_out}*{H_conv}*{H_conv}) * ({C_in}*{K}*{K}) = {conv_flops} = {conv_flops / 1e6:.1f} M")
+
+K_pool, S_pool = 3, 2
+H_pool = output_size(H_conv, K_pool, S_pool, 0)
+pool_memory = C_out * H_pool * H_pool * 4
+pool_flops = (C_out * H_pool * H_pool) * (K_pool * K_pool)
+print(f"pool1: ({H_conv}-{K_pool})/{S_pool}+1 = {(H_conv - K_pool) / S_pool + 1} -> output {C_out}x{H_pool}x{H_pool}")
+print(f"  memory : {pool_memory} bytes = {pool_memory / 1024:.2f} KB")
+print(f"  params : 0")
+print(f"  FLOPs  : ({C_out}*{H_pool}*{H_pool}) * ({K_pool}*{K_pool}) = {pool_flops} = {pool_flops / 1e6:.1f} M")
+
+# %% [markdown]
+# The convolution's output takes four times the memory of the pooled one,
+# and the convolution does about 170 times as much arithmetic, while pooling
+# has no parameters at all. Early layers of image networks are like this:
+# big activations, few parameters, much arithmetic.
+#
+# `tinydense.summary` computes the same table for any model by running it once
+# on a dummy input of the given shape. Let us build the two layers and check
+# our numbers against it.
+
+# %%
+alexnet_start = td.nn.Sequential(td.nn.Conv2d(3, 64, 11, stride=4, padding=2), td.nn.MaxPool2d(3, 2))
+report = td.summary(alexnet_start, (1, 3, 227, 227))
+print(report)
+conv_row, pool_row = report.rows
+assert conv_row["output_shape"][-3:] == (C_out, H_conv, H_conv)
+assert pool_row["output_shape"][-3:] == (C_out, H_pool, H_pool)
+assert (conv_row["params"], conv_row["memory_bytes"], conv_row["flops"]) == (conv_params, conv_memory, conv_flops)
+assert (pool_row["params"], pool_row["memory_bytes"], pool_row["flops"]) == (0, pool_memory, pool_flops)
+print("summary agrees with the hand calculation")
+
+# %% [markdown]
+# ## 8. How fast is each version?
+#
+# We time every version on the same layer, a 3x3 convolution with padding 1
+# as in a DenseNet layer, and report the achieved speed in GFLOP/s (here two
+# floating-point operations per multiply-add, the usual unit for hardware).
+# The seven-loop version is so slow that we time it on a smaller batch; the
+# rate makes the numbers comparable.
+
+# %%
+def best_time(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+N, C, H, O = (4, 8, 8, 16) if FAST else (16, 16, 16, 32)
+xb = rng.standard_normal((N, C, H, H)).astype(np.float32)
+wb = (rng.standard_normal((O, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
+bb = np.zeros(O, dtype=np.float32)
+macs_per_image = O * H * H * C * 9
+
+versions = {
+    "7 loops": (lambda: conv_loops(xb[:1], wb, bb, 1, 1), 1),
+    "4 loops + np.sum": (lambda: conv_window_loops(xb, wb, bb, 1, 1), N),
+    "im2col, GEMM per image": (lambda: conv_im2col(xb, wb, bb, 1, 1), N),
+    "im2col, one GEMM": (lambda: conv_gemm(xb, wb, bb, 1, 1), N),
+    "F.conv2d": (lambda: F.conv2d(td.tensor(xb), td.tensor(wb), td.tensor(bb), padding=1), N),
+}
+rates = {}
+for name, (fn, images) in versions.items():
+    seconds = best_time(fn, repeat=1 if "loops" in name else 5)
+    rates[name] = 2 * macs_per_image * images / seconds / 1e9
+    print(f"{name:24s} {seconds * 1e3:9.2f} ms for {images:2d} images  {rates[name]:9.4f} GFLOP/s")
+
+plt.figure(figsize=(7, 3))
+plt.barh(list(rates), list(rates.values()), color="tab:blue")
+plt.xscale("log")
+plt.xlabel("GFLOP/s (log scale)")
+plt.title(f"3x3 convolution, {C}->{O} channels, {H}x{H} images")
+plt.gca().invert_yaxis()
+plt.grid(axis="x", alpha=0.3)
+plt.show()
+
+# %% [markdown]
+# Each step is worth orders of magnitude: the loops pay Python's overhead
+# for every single multiply-add, NumPy's `sum` pays it once per output value,
+# and the matrix product pays it once per layer, leaving the work to an
+# optimised BLAS library. That is why every deep-learning framework turns
+# convolutions into GEMMs (or into something even more specialised).
+#
+# ## Questions and exercises
+#
+# 1. A 3x3 convolution with stride 1 keeps the image size only with the right
+#    padding. Which $P$ keeps the size for a 5x5 or a 7x7 kernel? What about
+#    stride 2?
+# 2. How many bytes does the column matrix of a DenseNet layer take for a batch of
+#    64 CIFAR images with 200 input channels and a 3x3 kernel? Compare with the
+#    input itself.
+# 3. Compute memory, parameters and FLOPs of AlexNet's second convolution
+#    (192 filters of 5x5, padding 2, on the 64x27x27 output of pool1), then check
+#    your answer with `tinydense.summary`.
+# 4. Why can a 1x1 convolution skip im2col entirely? Write it with `np.matmul`
+#    and compare with `F.conv2d`.
+# 5. Time `conv_gemm` with float64 instead of float32 inputs. What changes, and why?
