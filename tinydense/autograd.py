@@ -48,6 +48,8 @@ class Function:
     backward can skip work nobody asked for.
     """
 
+    released = False   # set on the instance once backward has freed what forward saved
+
     def forward(self, *arrays, **options):
         raise NotImplementedError
 
@@ -57,14 +59,16 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **options):
         tensors = [x if isinstance(x, Tensor) else None for x in inputs]
-        devices = {x.device for x in tensors if x is not None}
-        if len(devices) > 1:
-            shapes = ", ".join(f"{tuple(x.shape)} on {x.device}" for x in tensors if x is not None)
-            raise ValueError(f"{cls.__name__}: inputs live on different devices ({shapes}); "
+        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        # every array input (Tensors and raw arrays such as running stats or labels)
+        # must live on one device: NumPy and CuPy arrays cannot be mixed in one op
+        placed = [(tuple(a.shape), backend.device_of(a)) for a in arrays if hasattr(a, "shape")]
+        if len({device for _, device in placed}) > 1:
+            where = ", ".join(f"{shape} on {device}" for shape, device in placed)
+            raise ValueError(f"{cls.__name__}: inputs live on different devices ({where}); "
                              f"move them with .to('cpu') or .to('cuda') first")
         fn = cls()
         fn.needs_grad = tuple(x is not None and x.requires_grad for x in tensors)
-        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         out = fn.forward(*arrays, **options)
         record = _grad_enabled and any(fn.needs_grad)
         result = Tensor(out, requires_grad=record)
@@ -83,7 +87,7 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         xp = backend.get_array_module(data)
-        if not hasattr(data, "shape"):
+        if not isinstance(data, xp.ndarray):   # lists, Python and NumPy scalars -> arrays
             data = xp.asarray(data)
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
@@ -202,7 +206,7 @@ class Tensor:
                 raise ValueError(f"backward(grad): grad has shape {tuple(grad.shape)} "
                                  f"but the tensor has shape {self.shape}")
 
-        order = self._topological_order()
+        order = self._topological_order()       # raises before any .grad changes
         grads = {id(self): grad}
         for tensor in order:                      # outputs before inputs
             g = grads.pop(id(tensor), None)
@@ -213,10 +217,6 @@ class Tensor:
                 tensor.grad = g if tensor.grad is None else tensor.grad + g
             if fn is None:
                 continue
-            if getattr(fn, "released", False):
-                raise RuntimeError("backward through a graph that was already used: its saved "
-                                   "arrays were freed after the first backward. Recompute the "
-                                   "forward pass to backpropagate again.")
             in_grads = fn.backward(g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
@@ -232,7 +232,9 @@ class Tensor:
     def _topological_order(self):
         """Tensors reachable from self, each after every tensor it feeds.
         Iterative depth-first search: a DenseNet-BC-250 graph has thousands
-        of nodes, beyond Python's recursion limit."""
+        of nodes, beyond Python's recursion limit. Raises RuntimeError if the
+        graph was already backpropagated through (its saved arrays are gone),
+        before any gradient has been touched."""
         order, visited = [], set()
         stack = [(self, False)]
         while stack:
@@ -245,7 +247,12 @@ class Tensor:
             visited.add(id(tensor))
             stack.append((tensor, True))
             fn = tensor._creator
-            if fn is not None and not getattr(fn, "released", False):
+            if fn is not None and fn.released:
+                raise RuntimeError(f"backward through a graph that was already used: the saved arrays "
+                                   f"of {type(fn).__name__} (output shape {tensor.shape}) were freed "
+                                   f"after the first backward. Recompute the forward pass to "
+                                   f"backpropagate again.")
+            if fn is not None:
                 for x in fn.inputs:
                     if x is not None and x.requires_grad and id(x) not in visited:
                         stack.append((x, False))

@@ -94,6 +94,14 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
                          f"got input shape {tuple(data.shape)}")
     if not training and (rm is None or rv is None):
         raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+    if (rm is None) != (rv is None):   # else one would be updated and the other fail
+        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
+    for name, v in (("running_mean", rm), ("running_var", rv)):
+        if v is not None and v.dtype.kind != "f":
+            raise TypeError(f"batch_norm: {name} must be a floating-point array (updated in place), "
+                            f"got dtype {v.dtype}")
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {momentum}")
     if (weight is None) != (bias is None):
         raise ValueError("batch_norm: give both weight and bias, or neither")
     params = () if weight is None else (weight, bias)
