@@ -29,6 +29,7 @@ import numpy as np
 
 import tinydense as td
 import tinydense.functional as F
+import tinydense.nn as nn
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 rng = np.random.default_rng(0)
@@ -351,7 +352,7 @@ print(f"  FLOPs  : ({C_out}*{H_pool}*{H_pool}) * ({K_pool}*{K_pool}) = {pool_flo
 # our numbers against it.
 
 # %%
-alexnet_start = td.nn.Sequential(td.nn.Conv2d(3, 64, 11, stride=4, padding=2), td.nn.MaxPool2d(3, 2))
+alexnet_start = nn.Sequential(nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.MaxPool2d(3, 2))
 report = td.summary(alexnet_start, (1, 3, 227, 227))
 print(report)
 conv_row, pool_row = report.rows
