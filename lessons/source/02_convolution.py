@@ -353,7 +353,7 @@ print(f"  FLOPs  : ({C_out}*{H_pool}*{H_pool}) * ({K_pool}*{K_pool}) = {pool_flo
 
 # %%
 alexnet_start = nn.Sequential(nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.MaxPool2d(3, 2))
-report = td.summary(alexnet_start, (1, 3, 227, 227))
+report = td.summary(alexnet_start, (3, 227, 227))
 print(report)
 conv_row, pool_row = report.rows
 assert conv_row["output_shape"][-3:] == (C_out, H_conv, H_conv)
