@@ -1,6 +1,6 @@
 """tinydense: a from-scratch deep-learning framework (NumPy, optional CuPy)
 built to teach and train DenseNet."""
-from . import backend, functional
+from . import backend, cuda, functional
 from . import data
 from . import optim
 from . import models, nn
