@@ -1,0 +1,236 @@
+# %% [markdown]
+# # Lesson 6: Building DenseNet-BC
+#
+# Lesson 5 took dense connectivity apart. Now we put a whole DenseNet-BC
+# together from `tinydense.nn` layers, in about fifty lines, check that it is
+# the same network as `tinydense.models.densenet_bc` down to the last weight,
+# and read its per-layer cost table.
+#
+# ## What you will learn
+#
+# - how a dense layer, a dense block, a transition and the full network are
+#   assembled from `Conv2d`, `BatchNorm2d`, `ReLU`, pooling and `Linear` modules;
+# - how parameter names such as `features.denseblock2.denselayer5.conv1.weight`
+#   arise, and why tinydense uses torchvision's names;
+# - how to read `tinydense.summary` for a real network: where the parameters,
+#   the multiply-adds and the activation memory are;
+# - how weights move between two implementations (and between frameworks)
+#   through a `state_dict`.
+
+# %%
+%matplotlib inline
+from collections import OrderedDict
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import tinydense as td
+import tinydense.functional as F
+import tinydense.nn as nn
+from tinydense.models import densenet121, densenet_bc
+
+td.manual_seed(0)
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## 1. The dense layer
+#
+# A DenseNet-BC layer receives the list of all earlier feature maps,
+# concatenates them, and applies the bottleneck composite function
+#
+# $$\text{BN} \to \text{ReLU} \to \text{Conv1x1}(4k) \to \text{BN} \to \text{ReLU} \to \text{Conv3x3}(k).$$
+#
+# The convolutions have no bias: each is followed by a batch norm whose
+# own bias would absorb it. Attribute names become parameter names, so we
+# choose the same names as torchvision (`norm1`, `conv1`, `norm2`, `conv2`).
+
+# %%
+class DenseLayer(nn.Module):
+    def __init__(self, in_channels, growth_rate):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.relu1 = nn.ReLU()
+        self.conv1 = nn.Conv2d(in_channels, 4 * growth_rate, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(4 * growth_rate)
+        self.relu2 = nn.ReLU()
+        self.conv2 = nn.Conv2d(4 * growth_rate, growth_rate, 3, padding=1, bias=False)
+
+    def forward(self, features):
+        x = F.cat(features, axis=1)                          # [x_0, ..., x_{l-1}]
+        x = self.conv1(self.relu1(self.norm1(x)))            # bottleneck: down to 4k channels
+        return self.conv2(self.relu2(self.norm2(x)))         # k new channels
+
+# %% [markdown]
+# ## 2. The dense block and the transition
+#
+# The block keeps a Python list of feature maps, hands the whole list to each
+# layer, and appends the layer's output. Its output is the concatenation of
+# everything. The transition between blocks compresses the channels with a
+# 1x1 convolution and halves the image with 2x2 average pooling.
+
+# %%
+class DenseBlock(nn.Module):
+    def __init__(self, num_layers, in_channels, growth_rate):
+        super().__init__()
+        for i in range(num_layers):
+            self.add_module(f"denselayer{i + 1}", DenseLayer(in_channels + i * growth_rate, growth_rate))
+
+    def forward(self, x):
+        features = [x]
+        for layer in self.children():
+            features.append(layer(features))
+        return F.cat(features, axis=1)
+
+
+class Transition(nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.relu = nn.ReLU()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.pool = nn.AvgPool2d(2, 2)
+
+    def forward(self, x):
+        return self.pool(self.conv(self.relu(self.norm(x))))
+
+# %% [markdown]
+# ## 3. The network
+#
+# For CIFAR: a 3x3 stem convolution to $2k$ channels, three dense blocks of
+# $n = (L - 4)/6$ layers on 32x32, 16x16 and 8x8 images, transitions with
+# compression $\theta = 0.5$, a final batch norm and ReLU, global average
+# pooling and a linear classifier. As in torchvision, everything up to the
+# final batch norm lives in one `Sequential` called `features`.
+
+# %%
+class DenseNetBC(nn.Module):
+    def __init__(self, depth=100, growth_rate=12, num_classes=10):
+        super().__init__()
+        n = (depth - 4) // 6
+        channels = 2 * growth_rate
+        layers = OrderedDict(conv0=nn.Conv2d(3, channels, 3, padding=1, bias=False))
+        for b in range(1, 4):
+            layers[f"denseblock{b}"] = DenseBlock(n, channels, growth_rate)
+            channels += n * growth_rate
+            if b < 3:
+                layers[f"transition{b}"] = Transition(channels, channels // 2)
+                channels //= 2
+        layers["norm5"] = nn.BatchNorm2d(channels)
+        self.features = nn.Sequential(layers)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.features(x))
+        out = F.flatten(F.adaptive_avg_pool2d(out, 1))
+        return self.classifier(out)
+
+
+ours = DenseNetBC(depth=100, growth_rate=12)
+print("parameters:", f"{sum(p.size for p in ours.parameters()):,}")
+
+# %% [markdown]
+# ## 4. Is it the same network as `tinydense.models.densenet_bc`?
+#
+# Two models are the same architecture if they have the same parameters
+# under the same names and compute the same function with the same weights.
+# A `state_dict` maps names to arrays, so we can copy the library model's
+# random weights into ours and compare outputs on a batch of images (in
+# evaluation mode, so batch norm uses the copied running statistics).
+
+# %%
+reference = densenet_bc(100, 12)
+ours_keys, reference_keys = list(ours.state_dict()), list(reference.state_dict())
+print("same names in the same order:", ours_keys == reference_keys, f"({len(ours_keys)} entries)")
+for key in ours_keys[:8] + ["..."] + ours_keys[-4:]:
+    print("  ", key)
+
+ours.load_state_dict(reference.state_dict())
+ours.eval()
+reference.eval()
+images = td.tensor(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+with td.no_grad():
+    difference = np.abs(ours(images).numpy() - reference(images).numpy()).max()
+print("largest output difference:", difference)
+
+# %% [markdown]
+# The names follow a simple rule: the path of attributes from the model to the
+# parameter, joined with dots. `features.denseblock2.denselayer5.conv1.weight`
+# is the weight of the first convolution of the fifth layer of the second
+# block. torchvision uses exactly these names for its ImageNet DenseNets, so a
+# file of PyTorch weights is, after unpickling, a dictionary tinydense can
+# load directly into `densenet121()` and the others. Here are the names and
+# shapes at the start of DenseNet-121:
+
+# %%
+imagenet = densenet121()
+state = imagenet.state_dict()
+for key in list(state)[:14]:
+    print(f"{key:48s} {state[key].shape}")
+print(f"... {len(state)} entries, {sum(p.size for p in imagenet.parameters()):,} parameters")
+
+# %% [markdown]
+# ## 5. The cost of every layer
+#
+# `tinydense.summary(model, (C, H, W))` runs the model once on a zero image
+# and tabulates every layer's output shape, parameters, multiply-adds and
+# output memory, the same quantities we computed by hand for AlexNet in
+# lesson 2. With `depth=2` it folds the layers of each block into one row:
+
+# %%
+report = td.summary(reference, (3, 32, 32), depth=2)
+print(report)
+
+# %% [markdown]
+# The full table has a row per layer. Plotted along the network it shows the
+# pattern of a DenseNet: inside each block the memory and multiply-adds of
+# the `norm1` and `conv1` rows grow steadily (they see the ever wider
+# concatenated input), while the 3x3 convolutions cost the same in every
+# layer of a block. Each transition quarters the image and so drops the
+# cost by a large step.
+
+# %%
+rows = td.summary(reference, (3, 32, 32)).rows
+fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
+positions = np.arange(len(rows))
+for ax, key, label in [(axes[0], "memory_bytes", "output memory (KB)"),
+                       (axes[1], "flops", "multiply-adds (M)"),
+                       (axes[2], "params", "parameters (K)")]:
+    scale = 1024 if key == "memory_bytes" else (1e6 if key == "flops" else 1e3)
+    ax.bar(positions, [r[key] / scale for r in rows], width=1.0,
+           color=["tab:orange" if r["type"] == "BatchNorm2d" else "tab:blue" for r in rows])
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+for r_index, r in enumerate(rows):
+    if r["name"].startswith("features.transition") and r["name"].endswith(".conv"):
+        for ax in axes:
+            ax.axvline(r_index, color="gray", ls="--", lw=0.8)
+axes[2].set_xlabel("layer (in the order they run); dashed lines: transitions")
+axes[0].set_title("DenseNet-BC (L=100, k=12) on a 32x32 image: orange = batch norm")
+plt.tight_layout()
+plt.show()
+
+totals = {t: sum(r["flops"] for r in rows if r["type"] == t) for t in ("Conv2d", "Linear", "AvgPool2d")}
+print({t: f"{v / report.total_flops:.1%}" for t, v in totals.items()}, "of the multiply-adds")
+print(f"total: {report.total_params:,} parameters, {report.total_flops / 1e6:.0f} M multiply-adds, "
+      f"{report.total_memory_bytes / 2**20:.1f} MB of layer outputs per image")
+
+# %% [markdown]
+# Two numbers to remember: a DenseNet-BC-100 has under a million parameters
+# but needs about 0.3 G multiply-adds per image, and its layer outputs take
+# megabytes per image, many times the size of its weights. Training stores
+# those outputs for the backward pass, so for DenseNets the **activations**,
+# not the parameters, fill the memory. Lesson 9 measures this and shows what
+# to do about it.
+#
+# ## Questions and exercises
+#
+# 1. Add dropout (rate 0.2) after each convolution of `DenseLayer`, as the paper does
+#    for CIFAR without augmentation. Does the `state_dict` change? Why not?
+# 2. Change `DenseNetBC` into a plain DenseNet (no bottleneck, no compression, 16 stem
+#    channels) and check it against `tinydense.models.densenet(40, 12)`.
+# 3. From the summary, which layer of DenseNet-BC-100 has the largest output? Compute
+#    its size by hand.
+# 4. Why can the same weights run on a 32x32 image and a 64x64 one? What changes in
+#    the summary, and what breaks if you remove the global average pooling?
+# 5. Look at `list(state)` of DenseNet-121: which entries are buffers rather than
+#    parameters, and why must they be saved too?
