@@ -92,6 +92,10 @@ class MatMul(Function):
     # (..., n, k) @ (..., k, m) -> (..., n, m) ; dA = G B^T, dB = A^T G
     # 1-D operands follow NumPy: a vector is a row on the left, a column on the right.
     def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[0 if b.ndim == 1 else -2]:
+            raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not fit: the last "
+                             f"axis of the first must match the {'only' if b.ndim == 1 else 'second-to-last'} "
+                             f"axis of the second")
         self.a, self.b = a, b
         return a @ b
 

@@ -102,32 +102,35 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, mode="full",
         if a_all.shape != x.shape:
             raise GradcheckError(f"gradcheck: input {i} has shape {tuple(x.shape)} but its gradient "
                                  f"has shape {a_all.shape}")
-        if mode == "full":
-            keys = list(np.ndindex(*x.shape))
-            numeric, analytic_vals = np.empty(len(keys)), a_all.reshape(-1)
-            for k, idx in enumerate(keys):
-                old = float(x[idx])
-                x[idx] = old + eps
-                plus = phi()
-                x[idx] = old - eps
-                minus = phi()
-                x[idx] = old
-                numeric[k] = (plus - minus) / (2 * eps)
-        else:
-            keys = [f"direction {d}" for d in range(n_directions)]
-            numeric, analytic_vals = np.empty(n_directions), np.empty(n_directions)
-            original = x.copy()
-            for d in range(n_directions):
-                v = directions.standard_normal(x.shape)
-                v /= np.linalg.norm(v) or 1.0
-                v_dev = xp.asarray(v)
-                x[...] = original + eps * v_dev
-                plus = phi()
-                x[...] = original - eps * v_dev
-                minus = phi()
-                x[...] = original
-                numeric[d] = (plus - minus) / (2 * eps)
-                analytic_vals[d] = float((a_all * v).sum())
+        original = x.copy()
+        try:
+            if mode == "full":
+                keys = list(np.ndindex(*x.shape))
+                numeric, analytic_vals = np.empty(len(keys)), a_all.reshape(-1)
+                for k, idx in enumerate(keys):
+                    old = float(x[idx])
+                    x[idx] = old + eps
+                    plus = phi()
+                    x[idx] = old - eps
+                    minus = phi()
+                    x[idx] = old
+                    numeric[k] = (plus - minus) / (2 * eps)
+            else:
+                keys = [f"direction {d}" for d in range(n_directions)]
+                numeric, analytic_vals = np.empty(n_directions), np.empty(n_directions)
+                for d in range(n_directions):
+                    v = directions.standard_normal(x.shape)
+                    v /= np.linalg.norm(v) or 1.0
+                    v_dev = xp.asarray(v)
+                    x[...] = original + eps * v_dev
+                    plus = phi()
+                    x[...] = original - eps * v_dev
+                    minus = phi()
+                    x[...] = original
+                    numeric[d] = (plus - minus) / (2 * eps)
+                    analytic_vals[d] = float((a_all * v).sum())
+        finally:   # the caller's values come back, even if fn raised mid-way
+            x[...] = original
         err = np.abs(analytic_vals - numeric)
         rel = err / np.maximum(np.maximum(np.abs(analytic_vals), np.abs(numeric)), 1e-300)
         bad = err > atol + rtol * np.abs(numeric)
