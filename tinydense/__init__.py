@@ -7,9 +7,10 @@ from . import models, nn
 from .autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
 from .backend import manual_seed
 from .checkpoint import load, save
+from .pth import load_pth
 from .tools.gradcheck import GradcheckError, gradcheck
 from .tools.summary import summary
 
 __version__ = "0.1.0"
 __all__ = ["Function", "GradcheckError", "Tensor", "backend", "data", "functional", "gradcheck",
-           "is_grad_enabled", "load", "manual_seed", "models", "nn", "no_grad", "optim", "save", "summary", "tensor"]
+           "is_grad_enabled", "load", "load_pth", "manual_seed", "models", "nn", "no_grad", "optim", "save", "summary", "tensor"]
