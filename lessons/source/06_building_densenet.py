@@ -14,8 +14,8 @@
 #   arise, and why tinydense uses torchvision's names;
 # - how to read `tinydense.summary` for a real network: where the parameters,
 #   the multiply-adds and the activation memory are;
-# - how weights move between two implementations (and between frameworks)
-#   through a `state_dict`.
+# - how weights move between two implementations, and from PyTorch, through a
+#   `state_dict`, and why loading a `.pth` file needs care.
 
 # %%
 %matplotlib inline
@@ -169,7 +169,65 @@ for key in list(state)[:14]:
 print(f"... {len(state)} entries, {sum(p.size for p in imagenet.parameters()):,} parameters")
 
 # %% [markdown]
-# ## 5. The cost of every layer
+# ## 5. Loading PyTorch weights
+#
+# PyTorch saves a `state_dict` with `torch.save`, which writes a **pickle** (plus
+# the raw bytes of every tensor, in a zip archive). A pickle is a small program:
+# loading one with Python's `pickle.load` may call any function it names, so a
+# weights file from the internet could run anything on your machine.
+# `tinydense.load_pth` reads these files without PyTorch and without that risk:
+# its unpickler accepts only the few names a tensor needs and refuses the file
+# before running anything else. It returns a dictionary name -> NumPy array,
+# ready for `load_state_dict`.
+#
+# The repository's tests keep a tiny DenseNet saved **by PyTorch** (ImageNet
+# stem, growth rate 4, two blocks of two layers, 5 classes), together with the
+# logits PyTorch computed for a fixed input. If tinydense loads the weights and
+# computes the same logits, the names, the layouts of the arrays and every op
+# on the way agree with PyTorch's.
+
+# %%
+from pathlib import Path
+
+fixtures = Path("..") / "tests" / "fixtures"
+state = td.load_pth(fixtures / "tiny_densenet.pth")
+expected = np.load(fixtures / "expected.npz", allow_pickle=False)
+print(f"{len(state)} arrays, for example:")
+for key in list(state)[:3]:
+    print(f"  {key:42s} {state[key].dtype} {state[key].shape}")
+
+tiny = td.models.DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2, num_classes=5)
+tiny.load_state_dict(state)
+tiny.eval()
+with td.no_grad():
+    logits = tiny(td.tensor(expected["input"])).numpy()
+print("PyTorch's logits :", expected["logits"][0].round(4))
+print("tinydense logits :", logits[0].round(4))
+print("largest difference:", np.abs(logits - expected["logits"]).max())
+
+# %% [markdown]
+# torchvision's published DenseNet weights are older files, from before
+# PyTorch 1.6, in a different layout and with older names
+# (`denselayer1.norm.1.weight` instead of `denselayer1.norm1.weight`, from a
+# time when module names could contain dots). `load_pth` reads that format too
+# and renames the keys as PyTorch itself does. The fixtures include the same
+# tiny network saved that way:
+
+# %%
+legacy = td.load_pth(fixtures / "tiny_densenet_legacy.pth")
+print("same names after renaming:", list(legacy) == list(state))
+print("same arrays:", all(np.array_equal(legacy[k], state[k]) for k in state if "num_batches" not in k))
+
+# %% [markdown]
+# With the real file (about 30 MB, from the address torchvision lists for
+# `densenet121`), the same two lines give you an ImageNet classifier:
+#
+# ```python
+# model = td.models.densenet121()
+# model.load_state_dict(td.load_pth("densenet121-a639ec97.pth"))
+# ```
+#
+# ## 6. The cost of every layer
 #
 # `tinydense.summary(model, (C, H, W))` runs the model once on a zero image
 # and tabulates every layer's output shape, parameters, multiply-adds and
@@ -232,5 +290,5 @@ print(f"total: {report.total_params:,} parameters, {report.total_flops / 1e6:.0f
 #    its size by hand.
 # 4. Why can the same weights run on a 32x32 image and a 64x64 one? What changes in
 #    the summary, and what breaks if you remove the global average pooling?
-# 5. Look at `list(state)` of DenseNet-121: which entries are buffers rather than
+# 5. Look at the keys of `imagenet.state_dict()` (DenseNet-121): which entries are buffers rather than
 #    parameters, and why must they be saved too?
