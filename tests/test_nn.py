@@ -48,6 +48,8 @@ def test_attributes_register_parameters_buffers_and_submodules():
         m.conv.weight = np.zeros((4, 3, 1, 1))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         m.nope
+    m.conv.bias = None                                # None removes a parameter
+    assert m.conv.bias is None and [n for n, _ in m.conv.named_parameters()] == ["weight"]
 
 
 def test_shared_parameter_listed_once():

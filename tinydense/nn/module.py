@@ -79,10 +79,11 @@ class Module:
             target[name] = value                # a replacement keeps its place in the order
         elif name in self._buffers:            # a new array for an existing buffer
             self._buffers[name] = value
-        elif name in self._parameters:
+        elif name in self._parameters and value is not None:
             raise TypeError(f"cannot assign a {type(value).__name__} to parameter {name!r} of "
                             f"{type(self).__name__}: assign a Parameter, or set {name}.data")
-        else:
+        else:                                  # a plain attribute (None removes a parameter/submodule)
+            self._parameters.pop(name, None)
             self._modules.pop(name, None)
             object.__setattr__(self, name, value)
 
