@@ -59,7 +59,9 @@ def test_densenet121_totals_and_rows():
     s = td.summary(model, (3, 224, 224))
     assert s.total_params == 7_978_856
     assert s.total_flops == densenet121_macs()
-    assert round(s.total_flops / 1e9, 2) == pytest.approx(2.83, abs=0.01)
+    # torchvision's 2.83 GFLOPS counts the convolutions and the classifier; pooling adds 0.1%
+    weighted = sum(r["flops"] for r in s.rows if r["type"] in ("Conv2d", "Linear"))
+    assert round(weighted / 1e9, 2) == 2.83 and 2.83e9 < s.total_flops < 2.84e9
     # every leaf call: stem 4, 58 dense layers x 6, 3 transitions x 4, norm5, relu, pool, flatten, classifier
     assert len(s.rows) == 4 + 58 * 6 + 3 * 4 + 5
     assert s.rows[0]["name"] == "features.conv0" and s.rows[0]["output_shape"] == (64, 112, 112)
