@@ -1,0 +1,317 @@
+# %% [markdown]
+# # Lesson 7: Training on CIFAR-10
+#
+# Everything so far was about computing gradients correctly. Now we use them:
+# we train a DenseNet-BC on real images, watch the loss and the accuracy,
+# and look at what the network gets right and wrong.
+#
+# The run here is deliberately short, so it finishes in minutes on a laptop
+# CPU: a small DenseNet-BC, the CIFAR-10 subset that comes with the course, a
+# few epochs. It will not reach the paper's accuracy (that takes 300 epochs
+# on 50,000 images and hours on a GPU), but every ingredient of the real
+# recipe is here, and the curves already show learning.
+#
+# ## What you will learn
+#
+# - how CIFAR-10 is stored, loaded, normalised and augmented (random crops and mirrors);
+# - the training loop: forward, loss, backward, SGD step, learning-rate schedule;
+# - how to evaluate without building a graph, and why `model.eval()` matters;
+# - how to read training curves, a confusion matrix and individual predictions.
+
+# %%
+%matplotlib inline
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import tinydense as td
+import tinydense.functional as F
+from tinydense.data import DataLoader, load_cifar, random_crop_flip
+from tinydense.models import densenet_bc
+from tinydense.optim import SGD, MultiStepLR
+
+FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
+td.manual_seed(0)
+
+# %% [markdown]
+# The settings of this lesson. The student settings train the same network as
+# lesson 8 analyses (DenseNet-BC with $L = 40$, $k = 12$) for a few epochs on all
+# of the course's training images, a few minutes of CPU time. The fast settings
+# (used by the automatic tests) only check that everything runs.
+
+# %%
+if FAST:
+    DEPTH, GROWTH, EPOCHS, TRAIN_IMAGES, TEST_IMAGES = 16, 8, 2, 256, 200
+else:
+    DEPTH, GROWTH, EPOCHS, TRAIN_IMAGES, TEST_IMAGES = 40, 12, 3, None, None   # None: all images
+BATCH_SIZE = 64
+
+# %% [markdown]
+# ## 1. The data
+#
+# CIFAR-10 has 32x32 colour images in 10 classes. The course ships a subset
+# (about 5,000 training and 1,000 test images) in the official format: a
+# folder `cifar-10-batches-py/` of pickled batches. `load_cifar` finds it in the
+# directory named by the environment variable `TINYDENSE_DATA` (or `data/`), and
+# with `download=True` fetches and verifies the full data set from the
+# official address when it is missing. Its unpickler accepts nothing but
+# arrays, so a tampered file cannot run code.
+
+# %%
+train_set = load_cifar("cifar10", train=True, download=True).head(TRAIN_IMAGES)
+test_set = load_cifar("cifar10", train=False, download=True).head(TEST_IMAGES)
+print(f"training images: {len(train_set)}, test images: {len(test_set)}")
+print("images:", train_set.images.shape, train_set.images.dtype, "  labels:", train_set.labels.shape)
+print("classes:", ", ".join(train_set.classes))
+print("images per class (training):", np.bincount(train_set.labels, minlength=10))
+
+fig, axes = plt.subplots(2, 8, figsize=(12, 3.9))
+for ax, image, label in zip(axes.ravel(), train_set.images, train_set.labels):
+    ax.imshow(image.transpose(1, 2, 0))      # (C, H, W) -> (H, W, C) for display
+    ax.set_title(train_set.classes[label], fontsize=9)
+    ax.axis("off")
+plt.suptitle("The first training images")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 2. Normalisation and augmentation
+#
+# The pixels are bytes, 0 to 255. The network gets them scaled to $[0, 1]$ and
+# then standardised per colour channel with the **training set's** mean and
+# standard deviation, so every input channel has mean 0 and variance 1.
+#
+# The paper also **augments** the training images (its "C10+" results): each
+# time an image is used it is padded by 4 pixels, a random 32x32 window is cut
+# out, and with probability 1/2 it is mirrored left to right. The network
+# never sees exactly the same image twice, which fights overfitting, the main
+# risk with a small training set. Here is one image as the network might see
+# it in eight different epochs:
+
+# %%
+mean, std = train_set.channel_stats()
+print("channel mean:", mean.round(3), "  channel std:", std.round(3))
+
+one = np.repeat(train_set.images[:1].astype(np.float32) / 255, 8, axis=0)
+augmented = random_crop_flip(one, np.random.default_rng(1))
+fig, axes = plt.subplots(1, 8, figsize=(12, 1.9))
+for ax, image in zip(axes, augmented):
+    ax.imshow(image.transpose(1, 2, 0))
+    ax.axis("off")
+plt.suptitle("Random 4-pixel shifts and mirrors of one training image")
+plt.show()
+
+# %% [markdown]
+# A `DataLoader` does all of this on whole batches (no loop over images): it
+# shuffles the training set every epoch, normalises, augments, and yields
+# `(images, labels)` tensors. The test loader neither shuffles nor augments.
+
+# %%
+train_loader = DataLoader(train_set, BATCH_SIZE, shuffle=True, augment=True, mean=mean, std=std, seed=0)
+test_loader = DataLoader(test_set, 250, mean=mean, std=std)
+x, y = next(iter(train_loader))
+print("one batch:", x.shape, x.dtype, y.shape, y.dtype, f"  pixel mean {x.numpy().mean():.2f}, "
+      f"std {x.numpy().std():.2f}")
+print(f"{len(train_loader)} batches per epoch")
+
+# %% [markdown]
+# ## 3. Model, loss and optimiser
+#
+# The model is a DenseNet-BC for CIFAR (lesson 6). It ends with 10 numbers per
+# image, the **logits**; softmax turns them into class probabilities, and the
+# loss is the cross-entropy, $-\log p_{\text{true class}}$, averaged over the
+# batch. It is $\ln 10 \approx 2.30$ for a network that guesses uniformly, which is
+# where an untrained network starts.
+#
+# The optimiser is the paper's: stochastic gradient descent with Nesterov
+# momentum 0.9, weight decay $10^{-4}$, learning rate 0.1, divided by 10 at 50%
+# and 75% of the epochs.
+
+# %%
+model = densenet_bc(DEPTH, GROWTH)
+print(f"DenseNet-BC L={DEPTH} k={GROWTH}: {sum(p.size for p in model.parameters()):,} parameters")
+optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+scheduler = MultiStepLR(optimizer, sorted({max(1, EPOCHS // 2), max(1, 3 * EPOCHS // 4)}), gamma=0.1)
+
+with td.no_grad():
+    first = F.cross_entropy(model(x), y).item()
+print(f"loss before training: {first:.3f} (uniform guessing: ln 10 = {np.log(10):.3f})")
+
+# %% [markdown]
+# ## 4. The training loop
+#
+# One step is four lines: forward, loss, backward, update. Note
+# `optimizer.zero_grad()`: gradients accumulate (lesson 1), so the old ones must
+# be cleared before each backward pass.
+#
+# After each epoch we evaluate on the test set. Evaluation runs the model in
+# `eval()` mode (batch norm uses its running statistics, so an image's
+# prediction does not depend on the rest of its batch) and inside
+# `td.no_grad()` (no graph is recorded: faster and much less memory).
+
+# %%
+def evaluate(model, loader):
+    """Logits and labels for a whole data set, in eval mode and without a graph."""
+    model.eval()
+    logits, labels = [], []
+    with td.no_grad():
+        for x, y in loader:
+            logits.append(model(x).numpy())
+            labels.append(y.numpy())
+    model.train()
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def cross_entropy(logits, labels):
+    return F.cross_entropy(td.tensor(logits), td.tensor(labels)).item()
+
+
+history = {"batch_loss": [], "train_acc": [], "test_acc": [], "test_loss": [], "lr": []}
+start = time.perf_counter()
+for epoch in range(EPOCHS):
+    model.train()
+    correct = seen = 0
+    for x, y in train_loader:
+        logits = model(x)                          # forward
+        loss = F.cross_entropy(logits, y)          # loss
+        optimizer.zero_grad()
+        loss.backward()                            # backward
+        optimizer.step()                           # update
+        history["batch_loss"].append(loss.item())
+        correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
+        seen += len(y)
+    test_logits, test_labels = evaluate(model, test_loader)
+    history["train_acc"].append(correct / seen)
+    history["test_acc"].append(float((test_logits.argmax(axis=1) == test_labels).mean()))
+    history["test_loss"].append(cross_entropy(test_logits, test_labels))
+    history["lr"].append(optimizer.lr)
+    scheduler.step()
+    elapsed = time.perf_counter() - start
+    print(f"epoch {epoch + 1}/{EPOCHS}: train acc {history['train_acc'][-1]:.3f}, "
+          f"test acc {history['test_acc'][-1]:.3f}, test loss {history['test_loss'][-1]:.3f}, "
+          f"lr {history['lr'][-1]:g}, {elapsed:.0f} s, {(epoch + 1) * len(train_set) / elapsed:.0f} images/s")
+
+# %% [markdown]
+# ## 5. Curves
+#
+# The loss of single batches is noisy (each batch is a different small sample
+# of images); a moving average shows the trend. Accuracy is measured on the
+# training batches as they were trained (with augmentation) and on the test
+# set after each epoch.
+
+# %%
+losses = np.array(history["batch_loss"])
+window = max(1, min(20, len(losses) // 5))
+smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+axes[0].plot(losses, alpha=0.35, label="batch")
+axes[0].plot(np.arange(window - 1, len(losses)), smooth, label=f"moving average ({window})")
+axes[0].axhline(np.log(10), color="gray", ls="--", lw=0.8, label="uniform guessing")
+axes[0].set_xlabel("training step")
+axes[0].set_ylabel("cross-entropy")
+axes[0].legend()
+epochs = np.arange(1, EPOCHS + 1)
+axes[1].plot(epochs, history["train_acc"], "o-", label="train (augmented)")
+axes[1].plot(epochs, history["test_acc"], "s-", label="test")
+axes[1].axhline(0.1, color="gray", ls="--", lw=0.8, label="chance")
+axes[1].set_xlabel("epoch")
+axes[1].set_ylabel("accuracy")
+axes[1].set_xticks(epochs)
+axes[1].legend()
+for ax in axes:
+    ax.grid(alpha=0.3)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 6. The confusion matrix
+#
+# Accuracy is one number. The confusion matrix shows *which* classes are
+# confused: row $i$, column $j$ counts the test images of class $i$ that the
+# network labelled $j$. The diagonal holds the correct answers. Look for the
+# pairs you would expect (cat and dog, automobile and truck, deer and horse).
+
+# %%
+test_logits, test_labels = evaluate(model, test_loader)
+predictions = test_logits.argmax(axis=1)
+confusion = np.zeros((10, 10), dtype=int)
+np.add.at(confusion, (test_labels, predictions), 1)
+
+plt.figure(figsize=(6.5, 5.5))
+plt.imshow(confusion, cmap="Blues")
+for (i, j), count in np.ndenumerate(confusion):
+    if count:
+        plt.text(j, i, count, ha="center", va="center", fontsize=8,
+                 color="white" if count > confusion.max() / 2 else "black")
+plt.xticks(range(10), test_set.classes, rotation=45, ha="right")
+plt.yticks(range(10), test_set.classes)
+plt.xlabel("predicted")
+plt.ylabel("true")
+plt.title(f"Test accuracy {np.trace(confusion) / confusion.sum():.1%}")
+plt.colorbar(fraction=0.046)
+plt.tight_layout()
+plt.show()
+
+per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+print("accuracy per class:", ", ".join(f"{c} {a:.0%}" for c, a in zip(test_set.classes, per_class)))
+
+# %% [markdown]
+# ## 7. Predictions on single images
+#
+# Finally, a look at individual test images with the network's top answer and
+# its probability (green: right, red: wrong). A network that is wrong with
+# high confidence is worth a second look.
+
+# %%
+probabilities = np.exp(test_logits - test_logits.max(axis=1, keepdims=True))
+probabilities /= probabilities.sum(axis=1, keepdims=True)
+fig, axes = plt.subplots(3, 8, figsize=(13, 6.3))
+for ax, i in zip(axes.ravel(), range(24)):
+    ax.imshow(test_set.images[i].transpose(1, 2, 0))
+    guess = predictions[i]
+    ax.set_title(f"{test_set.classes[guess]} {probabilities[i, guess]:.0%}\n(true: {test_set.classes[test_labels[i]]})",
+                 fontsize=8, color="green" if guess == test_labels[i] else "red")
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 8. Keeping the result
+#
+# `model.state_dict()` holds every weight and batch-norm statistic;
+# `td.save` writes it as a `.npz` file (arrays only, nothing executable), and
+# `model.load_state_dict(td.load(path))` restores it. Lesson 8 picks up this
+# file, if you ran this lesson with the student settings, to look inside the
+# trained network.
+
+# %%
+checkpoint = Path(tempfile.gettempdir()) / "tinydense-lessons" / f"densenet_bc_L{DEPTH}_k{GROWTH}.npz"
+checkpoint.parent.mkdir(parents=True, exist_ok=True)
+td.save(model.state_dict(), checkpoint)
+restored = densenet_bc(DEPTH, GROWTH)
+restored.load_state_dict(td.load(checkpoint))
+again, _ = evaluate(restored, test_loader)
+print(f"saved to {checkpoint}; the restored model gives the same logits:", np.allclose(again, test_logits))
+
+# %% [markdown]
+# For real runs, the command line does all of the above with the paper's
+# full recipe, and adds what a long run needs: a metrics file per epoch,
+# checkpoints after every epoch, exact resumption after an interruption, and
+# a GPU option. See `python -m tinydense train --help`.
+#
+# ## Questions and exercises
+#
+# 1. Train without augmentation (`augment=False`) for the same number of epochs.
+#    What happens to the gap between training and test accuracy?
+# 2. Evaluate with the model left in training mode. Why does the test accuracy
+#    change, and why does it depend on the batch size of the test loader?
+# 3. Set the learning rate to 1.0, then to 0.001. Describe the loss curves.
+# 4. Which two classes does your network confuse most? Look at some of those test
+#    images: would you have hesitated too?
+# 5. The paper trains for 300 epochs on 50,000 images with batch size 64. How many
+#    SGD steps is that? Measure the images per second here and estimate how long it
+#    would take on your CPU.
