@@ -1,0 +1,207 @@
+# %% [markdown]
+# # Lesson 8: Does a DenseNet reuse its features?
+#
+# Dense connectivity *allows* every layer to read every earlier feature map of
+# its block. Whether a trained network actually *does* is a question about its
+# weights, and the DenseNet paper answers it with one figure (its Fig. 5): for
+# every layer it measures how strongly the layer's filters weigh each earlier
+# source. We rebuild that figure for a DenseNet-BC with $L = 40$ and $k = 12$,
+# trained in lesson 7 (or here, if lesson 7's result is not available).
+#
+# ## What you will learn
+#
+# - how to read, from a layer's weights, how much it draws on each earlier layer;
+# - how to compute the paper's feature-reuse heatmap for every dense block;
+# - what a trained network shows that an untrained one does not: long-range reuse,
+#   transitions that read everything, and a classifier that reads the last layers.
+
+# %%
+%matplotlib inline
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import tinydense as td
+import tinydense.functional as F
+from tinydense.data import DataLoader, load_cifar
+from tinydense.models import DenseBlock, densenet_bc
+from tinydense.optim import SGD
+
+FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
+DEPTH, GROWTH = 40, 12
+td.manual_seed(0)
+
+# %% [markdown]
+# ## 1. A trained network
+#
+# Lesson 7 saves its model to a temporary folder when run with the student
+# settings. If that file is there we use it; otherwise we train one here with
+# the same recipe (a few minutes; in the fast test settings only a few steps,
+# so the pictures then show little more than the initial weights).
+
+# %%
+checkpoint = Path(tempfile.gettempdir()) / "tinydense-lessons" / f"densenet_bc_L{DEPTH}_k{GROWTH}.npz"
+model = densenet_bc(DEPTH, GROWTH)
+untrained = densenet_bc(DEPTH, GROWTH)         # for comparison: the weights before any training
+
+if checkpoint.exists() and not FAST:
+    model.load_state_dict(td.load(checkpoint))
+    print("loaded lesson 7's model from", checkpoint)
+else:
+    train_set = load_cifar("cifar10", train=True, download=True).head(128 if FAST else None)
+    mean, std = train_set.channel_stats()
+    loader = DataLoader(train_set, 32 if FAST else 64, shuffle=True, augment=True, mean=mean, std=std)
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    epochs = 1 if FAST else 3
+    for epoch in range(epochs):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        print(f"epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.3f}")
+
+# %% [markdown]
+# ## 2. From weights to "how much does layer $\ell$ use source $s$"
+#
+# In a DenseNet-BC block, layer $\ell$ starts with a 1x1 convolution on the
+# concatenation $[x_0, x_1, \dots, x_{\ell-1}]$. Its weight has shape
+# $(4k, k_0 + (\ell-1)k, 1, 1)$, and the input channels come in blocks: the first
+# $k_0$ belong to the block input $x_0$, the next $k$ to $x_1$, and so on. So the
+# weights that connect layer $\ell$ to source $s$ are one slice of that array.
+#
+# As in the paper, we summarise each slice by its **average absolute weight**:
+# the mean of $|w|$ over the slice, which does not favour sources with more
+# channels. The same measure applies to the layer that reads the block's
+# whole output: the transition's 1x1 convolution after blocks 1 and 2, and
+# the classifier after block 3 (through the global average pooling, each of
+# its inputs is one channel).
+
+# %%
+def reuse_matrix(block, reader_weight):
+    """Average |weight| from source s (rows 0..L) into layer l (columns 1..L) and into
+    the block's reader (last column). NaN where layer l cannot see source s."""
+    layers = list(block.children())
+    L = len(layers)
+    k0 = layers[0].conv1.in_channels
+    k = (layers[0].conv2 if layers[0].bottleneck else layers[0].conv1).out_channels
+    bounds = [(0, k0)] + [(k0 + (s - 1) * k, k0 + s * k) for s in range(1, L + 1)]
+    usage = np.full((L + 1, L + 1), np.nan)
+    readers = [layer.conv1.weight.numpy() for layer in layers] + [reader_weight]
+    for column, weight in enumerate(readers):
+        weight = np.abs(weight.reshape(weight.shape[0], weight.shape[1], -1))
+        sources = column + 1                      # layer l = column + 1 reads x_0 .. x_{l-1}
+        for s in range(sources):
+            lo, hi = bounds[s]
+            usage[s, column] = weight[:, lo:hi].mean()
+    return usage
+
+
+def all_blocks(model):
+    """(block name, reuse matrix, reader name) for every dense block of a DenseNet."""
+    children = dict(model.features.named_children())
+    names = [n for n, m in children.items() if isinstance(m, DenseBlock)]
+    result = []
+    for i, name in enumerate(names, start=1):
+        if i < len(names):
+            reader, label = children[f"transition{i}"].conv.weight.numpy(), "transition"
+        else:
+            reader, label = model.classifier.weight.numpy(), "classifier"
+        result.append((name, reuse_matrix(children[name], reader), label))
+    return result
+
+
+trained_blocks = all_blocks(model)
+name, usage, reader = trained_blocks[0]
+print(f"{name}: {usage.shape[0] - 1} layers; average |w| from x_0 into each layer and the {reader}:")
+print(np.round(usage[0], 4))
+
+# %% [markdown]
+# ## 3. The heatmap
+#
+# One panel per dense block. Column $\ell$ is a reading layer (the last column is
+# the transition or the classifier), row $s$ a source ($s = 0$ is the block's
+# input: the stem convolution for block 1, the previous transition for the
+# others). Each column is divided by its largest entry, so colours compare the
+# sources *of one layer*: a dark cell means "this layer relies on this source
+# about as much as on its favourite one".
+
+# %%
+def plot_reuse(blocks, title):
+    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.9))
+    for ax, (name, usage, reader) in zip(axes, blocks):
+        scaled = usage / np.nanmax(usage, axis=0, keepdims=True)
+        image = ax.imshow(np.ma.masked_invalid(scaled), cmap="viridis", vmin=0, vmax=1, origin="upper")
+        L = usage.shape[0] - 1
+        ax.set_xticks(range(L + 1), [str(l) for l in range(1, L + 1)] + [reader[:5]], fontsize=8)
+        ax.set_yticks(range(L + 1), [f"x{s}" for s in range(L + 1)], fontsize=8)
+        ax.set_xlabel("target layer")
+        ax.set_ylabel("source")
+        ax.set_title(name.replace("denseblock", "dense block "))
+    fig.colorbar(image, ax=axes, fraction=0.02, label="average |w|, relative to the column's largest")
+    fig.suptitle(title)
+    plt.show()
+
+
+plot_reuse(trained_blocks, f"Trained DenseNet-BC (L={DEPTH}, k={GROWTH}): how much each layer uses each source")
+plot_reuse(all_blocks(untrained), "The same network before training")
+
+# %% [markdown]
+# ## 4. What to look for
+#
+# Before training the picture carries no information: the weights are drawn
+# at random with the same spread for every input channel of a layer, so every
+# visible source gets about the same average weight.
+#
+# The paper's fully trained network (300 epochs) shows four things. With our
+# short training you may see them only faintly; training longer sharpens them.
+#
+# 1. **Layers spread their weight over many sources**, including the block
+#    input and the earliest layers. Features made early in a block really are
+#    read by layers deep in the same block: that is feature reuse.
+# 2. **The transition layers read everything.** Their columns are evenly
+#    coloured: information from the first layers of a block reaches the next
+#    block, with few steps in between.
+# 3. **In blocks 2 and 3 the row of the block input ($x_0$, the transition's
+#    output) is pale** for most layers: the compressed transition outputs are
+#    used relatively little. They are redundant, which is why compressing
+#    them (DenseNet-C) costs so little accuracy.
+# 4. **The classifier leans on the last layers** of block 3: the final,
+#    high-level features matter most for the decision, although it still
+#    reads some earlier ones.
+#
+# A single number per block summarises point 1: the share of a layer's total
+# weight that goes to sources more than two layers back.
+
+# %%
+for blocks, label in [(all_blocks(untrained), "untrained"), (trained_blocks, "trained")]:
+    shares = []
+    for _, usage, _ in blocks:
+        L = usage.shape[0] - 1
+        for l in range(4, L + 1):                # layers with sources more than two steps back
+            column = usage[:l, l - 1]
+            shares.append(column[:l - 2].sum() / column.sum())
+    print(f"{label:9s}: on average {np.mean(shares):.0%} of a layer's weight goes to sources "
+          f"more than two layers back")
+
+# %% [markdown]
+# (Before training the share is simply the fraction of such sources. The
+# question is whether training drives it towards zero, as it would if layers
+# only cared about their immediate predecessors. It does not.)
+#
+# ## Questions and exercises
+#
+# 1. Batch norm's scale $\gamma$ multiplies each channel before the convolution reads
+#    it. Recompute the heatmap with every weight column multiplied by the $\gamma$ of
+#    `norm1`. Does the picture change?
+# 2. Train for longer (lesson 7 with more epochs) and redraw. Which of the four
+#    observations become clearer?
+# 3. Make the same plot for a DenseNet without compression (`densenet(40, 12)`, the
+#    network of the paper's figure). Is the $x_0$ row of blocks 2 and 3 still pale?
+# 4. Why is "average absolute weight" a better measure here than "sum of absolute
+#    weights"? When would both mislead you?
+# 5. If a source were never used, what could you do with its channels? (Think
+#    about pruning, and about the compression factor.)
