@@ -5,6 +5,7 @@ solution must pass)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-LESSONS = Path(__file__).resolve().parents[1] / "lessons"
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = ROOT / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
 SOURCES = sorted((LESSONS / "source").glob("[0-9][0-9]_*.py"))
 
@@ -48,6 +50,11 @@ def _text(cell):
 
 def _execute(nb, monkeypatch):
     monkeypatch.setenv("TINYDENSE_LESSONS_FAST", "1")
+    if not os.environ.get("TINYDENSE_DATA"):     # CI's default; never download during tests
+        default = ROOT.parent / "shared" / "data"
+        assert (default / "cifar-10-batches-py").is_dir(), (
+            "the CIFAR lessons need TINYDENSE_DATA: the directory that holds cifar-10-batches-py/")
+        monkeypatch.setenv("TINYDENSE_DATA", str(default))
     client = NotebookClient(nb, kernel_name="python3", timeout=300,
                             resources={"metadata": {"path": str(LESSONS)}})
     client.execute()   # raises CellExecutionError, with the cell and traceback, on any error
