@@ -5,6 +5,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from tinydense import data
 from tinydense.data import DataLoader, DataNotFoundError, DownloadError, download_cifar
 
-from cifar_files import write_cifar
+from train_helpers import write_cifar
 
 
 # --- reading the official layout -------------------------------------------
@@ -106,7 +107,7 @@ def test_missing_data_says_what_to_download_and_where(tmp_path):
 
 def test_default_data_dir_order(monkeypatch, tmp_path):
     monkeypatch.setenv("TINYDENSE_DATA", str(tmp_path))
-    assert data.default_data_dir("elsewhere") == __import__("pathlib").Path("elsewhere")
+    assert data.default_data_dir("elsewhere") == Path("elsewhere")
     assert data.default_data_dir() == tmp_path
     monkeypatch.delenv("TINYDENSE_DATA")
     assert str(data.default_data_dir()) == "data"

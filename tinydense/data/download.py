@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cifar import CIFAR_PAGE, SPECS, _spec
+from .cifar import CIFAR_PAGE, _spec
 
 
 class DownloadError(RuntimeError):
