@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tinydense import checkpoint
@@ -200,3 +201,22 @@ def test_corrupt_checkpoints(tmp_path, data, run):
                    "not a readable tinydense training checkpoint")
     assert (out / "last.npz").read_bytes() == good[: len(good) // 2]
     assert sorted(os.listdir(out)) == ["last.npz"]
+
+
+def test_gradcheck_table_reports_a_wrong_backward():
+    """The table is not a rubber stamp: an op with a wrong backward pass fails."""
+    from tinydense import Function
+    from tinydense.tools.op_checks import OpCase, check_all_ops, format_table
+
+    class WrongSquare(Function):
+        def forward(self, x):
+            self.x = x
+            return x * x
+
+        def backward(self, g):
+            return g * self.x          # should be 2 * g * x
+
+    results = check_all_ops([OpCase("wrong square", WrongSquare.apply, (np.linspace(0.5, 1.5, 6).reshape(2, 3),))])
+    assert not results[0].ok and "gradcheck failed" in results[0].detail
+    table = format_table(results)
+    assert "FAIL" in table and "0 of 1 ops pass" in table

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on CIFAR-10/100",
                        description="Train on CIFAR. Defaults: DenseNet-BC L=100 k=12 on CIFAR-10 with the paper's "
                                    "recipe (300 epochs, batch 64, SGD with Nesterov momentum 0.9, lr 0.1 divided by "
-                                   "10 at 50%% and 75%% of the epochs, weight decay 1e-4, crops and flips).")
+                                   "10 at 50% and 75% of the epochs, weight decay 1e-4, crops and flips).")
     _add_model_options(p, training=True)
     p.set_defaults(func=cmd_train)
 

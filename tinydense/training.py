@@ -445,8 +445,9 @@ class Trainer:
                 p["seen"] += len(y)
                 elapsed = time.perf_counter() - start
                 bar.update(1)
-                bar.set_postfix(loss=f"{p['loss_sum'] / p['seen']:.4f}", acc=f"{100 * p['correct'] / p['seen']:.2f}%",
-                                img_s=f"{p['seen'] / elapsed:.1f}", refresh=False)
+                bar.set_postfix({"loss": f"{p['loss_sum'] / p['seen']:.4f}",
+                                 "acc": f"{100 * p['correct'] / p['seen']:.2f}%",
+                                 "img/s": f"{p['seen'] / elapsed:.1f}"}, refresh=False)
                 if self.stop_requested and self.batch < len(loader):
                     p["seconds"] = elapsed
                     self._save_last(self.state(loader_state))

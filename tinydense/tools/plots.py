@@ -48,26 +48,27 @@ def read_metrics(path) -> dict:
 
 def plot_curves(metrics_csv, path, title=None) -> Path:
     """Loss, accuracy and learning rate per epoch (train and test) to ``path``."""
+    from matplotlib.ticker import MaxNLocator
     m = read_metrics(metrics_csv)
     epoch = m["epoch"]
+    style = {"marker": "o", "markersize": 3} if len(epoch) <= 50 else {}
+    best = int(np.argmax(m["test_acc"]))
     fig = _figure(13, 4)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
-    ax_loss.plot(epoch, m["train_loss"], label="train")
-    ax_loss.plot(epoch, m["test_loss"], label="test")
+    ax_loss.plot(epoch, m["train_loss"], label="train", **style)
+    ax_loss.plot(epoch, m["test_loss"], label="test", **style)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.plot(epoch, 100 * m["train_acc"], label="train")
-    ax_acc.plot(epoch, 100 * m["test_acc"], label="test")
-    best = int(np.argmax(m["test_acc"]))
-    ax_acc.annotate(f"best test {100 * m['test_acc'][best]:.2f}% (epoch {int(epoch[best])})",
-                    (epoch[best], 100 * m["test_acc"][best]), textcoords="offset points", xytext=(-10, -18),
-                    ha="right", fontsize=8)
+    ax_acc.plot(epoch, 100 * m["train_acc"], label="train", **style)
+    ax_acc.plot(epoch, 100 * m["test_acc"], **style,
+                label=f"test (best {100 * m['test_acc'][best]:.2f}% at epoch {int(epoch[best])})")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    ax_lr.step(epoch, m["lr"], where="post")
+    ax_lr.step(epoch, m["lr"], where="pre")           # epoch e trains with lr[e] during (e-1, e]
     ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate", yscale="log")
     for ax in (ax_loss, ax_acc):
         ax.legend()
     for ax in (ax_loss, ax_acc, ax_lr):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
