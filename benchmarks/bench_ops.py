@@ -12,7 +12,11 @@ forward pass alone under ``no_grad``, and print the median of
 With ``--torch`` (PyTorch installed: ``pip install torch``) the same
 work is timed in PyTorch, alternating with tinydense in the same process,
 so both see the same machine load; the table then shows the ratio
-tinydense / PyTorch. Results also go to benchmarks/results/ as JSON.
+tinydense / PyTorch. The two alternate in blocks of ``--block`` runs, each
+block after one untimed run: OpenBLAS's and OpenMP's worker threads spin
+for a while after a call, and switching library on every run let one
+library's idle spinners slow the other down (by 2x and more, measured).
+Results also go to benchmarks/results/ as JSON.
 
 The thread count must be fixed before NumPy (OpenBLAS) or PyTorch start,
 so this script sets the environment variables first and imports later.
@@ -41,6 +45,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="BLAS / PyTorch threads (default 2)")
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per case (default 15)")
+    parser.add_argument("--block", type=int, default=5, help="runs in a row before switching library (default 5)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--size", type=int, default=32, help="image height and width (default 32)")
     parser.add_argument("--torch", action="store_true", help="also time PyTorch, interleaved")
@@ -96,15 +101,16 @@ def main(argv=None):
 
             timers["torch fwd+bwd"] = torch_step
         times = {key: [] for key in timers}
-        for f in timers.values():         # warm-up: first calls allocate and plan
-            f()
-        for _ in range(args.repeats):     # alternate, so a burst of load hits every timer
+        while len(times["tinydense fwd"]) < args.repeats:   # alternate, so load hits every timer
             for key, f in timers.items():
-                start = time.perf_counter()
-                f()
-                times[key].append(time.perf_counter() - start)
+                f()                                          # untimed: the other library's threads settle
+                for _ in range(min(args.block, args.repeats - len(times[key]))):
+                    start = time.perf_counter()
+                    f()
+                    times[key].append(time.perf_counter() - start)
         row = {"case": name, "C_in": C, "C_out": O, "kernel": k, "padding": pad}
         row.update({f"{key} ms": 1e3 * statistics.median(t) for key, t in times.items()})
+        row["all runs ms"] = {key: [round(1e3 * v, 3) for v in t] for key, t in times.items()}
         if torch is not None:
             row["ratio"] = row["tinydense fwd+bwd ms"] / row["torch fwd+bwd ms"]
         rows.append(row)
@@ -112,7 +118,7 @@ def main(argv=None):
 
     info = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "threads": args.threads, "repeats": args.repeats, "batch": N, "size": S,
+        "threads": args.threads, "repeats": args.repeats, "block": args.block, "batch": N, "size": S,
         "numpy": np.__version__, "torch": torch.__version__ if torch is not None else None,
         "python": platform.python_version(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

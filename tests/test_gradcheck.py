@@ -11,7 +11,7 @@ import pytest
 
 import tinydense as td
 import tinydense.functional as F
-from tinydense import Function, GradcheckError
+from tinydense import Function, GradcheckError, backend
 
 
 def T(a, device="cpu", grad=True):
@@ -19,31 +19,33 @@ def T(a, device="cpu", grad=True):
 
 
 class TapConv(Function):
-    """Stride-1 convolution written tap by tap (NumPy only, for these tests).
+    """Stride-1 convolution written tap by tap (NumPy or CuPy, for these tests).
     ``flip=False`` makes dx the classic mistake: correlating g with the
     kernel as it is instead of the kernel rotated by 180 degrees."""
 
     def forward(self, x, w, padding=1, flip=True):
+        xp = backend.get_array_module(x)
         p, (O, C, kh, kw) = padding, w.shape
-        xpad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+        xpad = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
         OH, OW = xpad.shape[2] - kh + 1, xpad.shape[3] - kw + 1
-        y = np.zeros((x.shape[0], O, OH, OW))
+        y = xp.zeros((x.shape[0], O, OH, OW))
         for a in range(kh):
             for b in range(kw):
-                y += np.einsum("oc,ncij->noij", w[:, :, a, b], xpad[:, :, a:a + OH, b:b + OW])
+                y += xp.einsum("oc,ncij->noij", w[:, :, a, b], xpad[:, :, a:a + OH, b:b + OW])
         self.xpad, self.w, self.p, self.flip = xpad, w, p, flip
         return y
 
     def backward(self, g):
+        xp = backend.get_array_module(g)
         xpad, w, p = self.xpad, self.w, self.p
         O, C, kh, kw = w.shape
         OH, OW = g.shape[2:]
-        dxpad, dw = np.zeros_like(xpad), np.zeros_like(w)
+        dxpad, dw = xp.zeros_like(xpad), xp.zeros_like(w)
         for a in range(kh):
             for b in range(kw):
-                dw[:, :, a, b] = np.einsum("noij,ncij->oc", g, xpad[:, :, a:a + OH, b:b + OW])
+                dw[:, :, a, b] = xp.einsum("noij,ncij->oc", g, xpad[:, :, a:a + OH, b:b + OW])
                 tap = w[:, :, a, b] if self.flip else w[:, :, kh - 1 - a, kw - 1 - b]
-                dxpad[:, :, a:a + OH, b:b + OW] += np.einsum("oc,noij->ncij", tap, g)
+                dxpad[:, :, a:a + OH, b:b + OW] += xp.einsum("oc,noij->ncij", tap, g)
         H, W = xpad.shape[2] - 2 * p, xpad.shape[3] - 2 * p
         return dxpad[:, :, p:p + H, p:p + W], dw
 
@@ -54,7 +56,7 @@ class PlainBatchNorm(Function):
 
     def forward(self, x, drop=None):
         mean, var = x.mean(axis=0), x.var(axis=0)
-        self.invstd = 1 / np.sqrt(var + 1e-5)
+        self.invstd = 1 / backend.get_array_module(x).sqrt(var + 1e-5)
         self.xhat, self.drop = (x - mean) * self.invstd, drop
         return self.xhat
 
@@ -68,22 +70,22 @@ class PlainBatchNorm(Function):
 NUM = r"-?\d[\d.]*(?:e[+-]\d+)?"
 
 
-def test_gradcheck_passes_correct_ops(rng):
-    x, w = T(rng.standard_normal((2, 3, 5, 4))), T(rng.standard_normal((2, 3, 3, 3)))
+def test_gradcheck_passes_correct_ops(rng, device):
+    x, w = T(rng.standard_normal((2, 3, 5, 4)), device), T(rng.standard_normal((2, 3, 3, 3)), device)
     assert td.gradcheck(lambda x, w: TapConv.apply(x, w), [x, w])
     assert td.gradcheck(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
-    assert td.gradcheck(PlainBatchNorm.apply, [T(rng.standard_normal((5, 3)))])
+    assert td.gradcheck(PlainBatchNorm.apply, [T(rng.standard_normal((5, 3)), device)])
 
 
-def test_the_tap_conv_reference_is_a_convolution(rng):
+def test_the_tap_conv_reference_is_a_convolution(rng, device):
     x, w = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((2, 3, 3, 3))
-    np.testing.assert_allclose(TapConv.apply(T(x), T(w)).numpy(),
-                               F.conv2d(T(x), T(w), padding=1).numpy(), atol=1e-12)
+    np.testing.assert_allclose(TapConv.apply(T(x, device), T(w, device)).numpy(),
+                               F.conv2d(T(x, device), T(w, device), padding=1).numpy(), atol=1e-12)
 
 
-def test_gradcheck_catches_a_conv_backward_with_the_unflipped_kernel(rng):
+def test_gradcheck_catches_a_conv_backward_with_the_unflipped_kernel(rng, device):
     x_np, w_np = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
-    x, w = T(x_np), T(w_np)
+    x, w = T(x_np, device), T(w_np, device)
     with pytest.raises(GradcheckError) as info:
         td.gradcheck(lambda x, w: TapConv.apply(x, w, flip=False), [x, w])
     message = str(info.value)
@@ -96,10 +98,10 @@ def test_gradcheck_catches_a_conv_backward_with_the_unflipped_kernel(rng):
     # the reported element is the worst one, with the right values: recompute both
     # gradients of <f(x), g> with gradcheck's upstream g (seed 0)
     g = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
-    xs = [T(x_np), T(x_np)]
-    TapConv.apply(xs[0], T(w_np, grad=False), flip=True).backward(g)     # correct
-    TapConv.apply(xs[1], T(w_np, grad=False), flip=False).backward(g)    # broken
-    right, wrong = xs[0].grad, xs[1].grad
+    xs = [T(x_np, device), T(x_np, device)]
+    TapConv.apply(xs[0], T(w_np, device, grad=False), flip=True).backward(g)     # correct
+    TapConv.apply(xs[1], T(w_np, device, grad=False), flip=False).backward(g)    # broken
+    right, wrong = backend.to_numpy(xs[0].grad), backend.to_numpy(xs[1].grad)
     index = tuple(int(v) for v in line.groups()[:4])
     numeric, analytic, rel = (float(v) for v in line.groups()[4:])
     assert index == np.unravel_index(np.argmax(np.abs(wrong - right)), right.shape)
@@ -108,14 +110,14 @@ def test_gradcheck_catches_a_conv_backward_with_the_unflipped_kernel(rng):
     assert rel == pytest.approx(abs(analytic - numeric) / max(abs(analytic), abs(numeric)), rel=1e-3)
 
 
-def test_gradcheck_catches_a_batch_norm_backward_missing_the_mean_term(rng):
+def test_gradcheck_catches_a_batch_norm_backward_missing_the_mean_term(rng, device):
     with pytest.raises(GradcheckError, match=rf"input 0 \(shape \(6, 3\)\): index \(\d, \d\): "
                                              rf"numeric {NUM}, analytic {NUM}, relative error {NUM}"):
-        td.gradcheck(lambda x: PlainBatchNorm.apply(x, drop="mean"), [T(rng.standard_normal((6, 3)))])
+        td.gradcheck(lambda x: PlainBatchNorm.apply(x, drop="mean"), [T(rng.standard_normal((6, 3)), device)])
 
 
-def test_the_sum_of_batch_norm_trap_is_avoided_by_a_random_upstream_gradient(rng):
-    x = T(rng.standard_normal((6, 3)))
+def test_the_sum_of_batch_norm_trap_is_avoided_by_a_random_upstream_gradient(rng, device):
+    x = T(rng.standard_normal((6, 3)), device)
     broken = lambda x: PlainBatchNorm.apply(x, drop="var")   # noqa: E731
     # sum(BN(x)) is constant in x: its gradient is 0, and the broken backward also
     # gives 0 there (the dropped term multiplies sum(g * xhat) = sum(xhat) = 0)
@@ -125,16 +127,16 @@ def test_the_sum_of_batch_norm_trap_is_avoided_by_a_random_upstream_gradient(rng
         td.gradcheck(broken, [x])
 
 
-def test_direction_mode_on_a_bigger_input(rng):
-    x, w = T(rng.standard_normal((4, 8, 16, 16))), T(rng.standard_normal((6, 8, 3, 3)) * 0.1)
+def test_direction_mode_on_a_bigger_input(rng, device):
+    x, w = T(rng.standard_normal((4, 8, 16, 16)), device), T(rng.standard_normal((6, 8, 3, 3)) * 0.1, device)
     assert td.gradcheck(lambda x, w: F.conv2d(x, w, padding=1), [x, w], mode="direction", n_directions=3)
     with pytest.raises(GradcheckError, match=rf"input 0 \(shape \(4, 8, 16, 16\)\): direction \d: "
                                              rf"numeric {NUM}, analytic {NUM}"):
         td.gradcheck(lambda x, w: TapConv.apply(x, w, flip=False), [x, w], mode="direction")
 
 
-def test_dropout_under_gradcheck_is_deterministic(rng):
-    x = T(rng.standard_normal((4, 5)))
+def test_dropout_under_gradcheck_is_deterministic(rng, device):
+    x = T(rng.standard_normal((4, 5)), device)
     td.manual_seed(0)
     a, b = F.dropout(x, 0.5).numpy(), F.dropout(x, 0.5).numpy()
     assert not np.array_equal(a, b)        # two calls draw two different masks...
@@ -142,13 +144,13 @@ def test_dropout_under_gradcheck_is_deterministic(rng):
     assert td.gradcheck(lambda x: F.dropout(x, 0.5), [x])
 
 
-def test_gradcheck_restores_the_inputs_exactly(rng):
+def test_gradcheck_restores_the_inputs_exactly(rng, device):
     x_np = rng.standard_normal((2, 3))
-    x = T(x_np)
+    x = T(x_np, device)
     td.gradcheck(lambda x: (x * x).sum(axis=1), [x])
-    np.testing.assert_array_equal(x.data, x_np)
+    np.testing.assert_array_equal(x.numpy(), x_np)
     td.gradcheck(lambda x: (x * x).sum(axis=1), [x], mode="direction")
-    np.testing.assert_array_equal(x.data, x_np)
+    np.testing.assert_array_equal(x.numpy(), x_np)
 
 
 def test_gradcheck_converts_float_arrays_and_passes_other_inputs_through(rng):

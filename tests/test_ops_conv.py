@@ -6,6 +6,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from conftest import DEVICES
+
 import tinydense as td
 import tinydense.functional as F
 
@@ -106,14 +108,16 @@ def test_conv_gradient_for_one_input_only(which, device, rng):
     assert td.gradcheck(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=25, deadline=None)
 @given(N=st.integers(1, 2), C=st.integers(1, 4), O=st.integers(1, 4),
        H=st.integers(1, 8), W=st.integers(1, 8), kh=st.integers(1, 4), kw=st.integers(1, 4),
        s=st.integers(1, 3), p=st.integers(0, 2), bias=st.booleans(), seed=st.integers(0, 2 ** 16))
-def test_conv_forward_random_shapes(N, C, O, H, W, kh, kw, s, p, bias, seed):
+def test_conv_forward_random_shapes(N, C, O, H, W, kh, kw, s, p, bias, seed, device):
     assume(kh <= H + 2 * p and kw <= W + 2 * p)
     rng = np.random.default_rng(seed)
     x, w = rng.standard_normal((N, C, H, W)), rng.standard_normal((O, C, kh, kw))
     b = rng.standard_normal(O) if bias else None
-    y = F.conv2d(td.tensor(x), td.tensor(w), None if b is None else td.tensor(b), stride=s, padding=p)
+    x_, w_, b_ = (None if a is None else td.tensor(a, device=device) for a in (x, w, b))
+    y = F.conv2d(x_, w_, b_, stride=s, padding=p)
     np.testing.assert_allclose(y.numpy(), naive_conv2d(x, w, b, (s, s), (p, p)), atol=1e-10)
