@@ -192,6 +192,23 @@ def test_a_new_run_refuses_a_directory_that_holds_one(tmp_path, fake_data):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
 
 
+def test_a_gpu_run_can_be_evaluated_and_resumed_on_the_cpu(tmp_path, fake_data):
+    from tinydense import backend, checkpoint
+    out = tmp_path / "run"
+    _trainer(dict(TINY, epochs=1), out, fake_data).fit()
+    state = checkpoint.load(out / "last.npz")
+    state["config"]["device"] = "cuda"                       # as if it had been trained on a GPU
+    checkpoint.save(state, out / "last.npz")
+    model, saved = load_model(out / "last.npz", device="cpu")
+    assert saved["config"]["device"] == "cpu" and next(model.parameters()).device == "cpu"
+    if not backend.cuda_available():
+        assert load_model(out / "last.npz")[1]["config"]["device"] == "cpu"
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            _trainer({"epochs": 2}, out, fake_data, resume=True)
+    resumed = _trainer({"epochs": 2, "device": "cpu"}, out, fake_data, resume=True)
+    assert resumed.fit() == "finished" and resumed.epoch == 2
+
+
 def test_resume_needs_a_readable_run(tmp_path, fake_data):
     with pytest.raises(ValueError, match="nothing to resume.*last.npz does not exist"):
         _trainer({}, tmp_path / "none", fake_data, resume=True)

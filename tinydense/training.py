@@ -167,7 +167,10 @@ def write_atomic(path, text: str) -> None:
     file is always either the old or the new version."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)           # mkstemp's 0600 -> what open() would give
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()
@@ -190,7 +193,9 @@ def read_checkpoint(path) -> dict:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"format {found!r}, expected {CHECKPOINT_FORMAT!r}")
-        state["config"] = make_config(**state["config"])
+        saved = dict(state["config"])
+        device = saved.pop("device", "cpu")         # checked where it is used: a GPU run can be read anywhere
+        state["config"] = make_config(**saved) | {"device": device}
     except Exception as e:   # a damaged zip, a truncated array, a foreign file, a bad configuration ...
         raise ValueError(f"{path} is not a readable tinydense training checkpoint ({type(e).__name__}: {e})") from e
     return state
@@ -199,10 +204,13 @@ def read_checkpoint(path) -> dict:
 def load_model(path, device=None):
     """The model saved in a run checkpoint, ready for evaluation; returns
     ``(model, state)`` where ``state`` holds the configuration, the epoch and
-    the normalisation statistics."""
+    the normalisation statistics. ``device``: default the run's own, or the
+    CPU when that was a GPU and none is available here."""
     state = read_checkpoint(path)
-    config = dict(state["config"], device=device or state["config"]["device"])
-    config = make_config(**config)
+    if device is None:
+        saved = state["config"]["device"]
+        device = saved if saved == "cpu" or backend.cuda_available() else "cpu"
+    config = make_config(**dict(state["config"], device=device))
     model = build_model(config)
     try:
         model.load_state_dict(state["model"])
