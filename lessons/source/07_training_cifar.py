@@ -55,15 +55,16 @@ BATCH_SIZE = 64
 #
 # CIFAR-10 has 32x32 colour images in 10 classes. The course ships a subset
 # (about 5,000 training and 1,000 test images) in the official format: a
-# folder `cifar-10-batches-py/` of pickled batches. `load_cifar` finds it in the
-# directory named by the environment variable `TINYDENSE_DATA` (or `data/`), and
-# with `download=True` fetches and verifies the full data set from the
-# official address when it is missing. Its unpickler accepts nothing but
-# arrays, so a tampered file cannot run code.
+# folder `cifar-10-batches-py/` of pickled batches. We look for it in the
+# directory named by the environment variable `TINYDENSE_DATA`, or else in the
+# repository's `data/` folder, where `download=True` fetches and verifies the
+# full data set (170 MB) from the official address if it is not there yet.
+# The unpickler accepts nothing but arrays, so a tampered file cannot run code.
 
 # %%
-train_set = load_cifar("cifar10", train=True, download=True).head(TRAIN_IMAGES)
-test_set = load_cifar("cifar10", train=False, download=True).head(TEST_IMAGES)
+DATA = os.environ.get("TINYDENSE_DATA") or Path("..") / "data"
+train_set = load_cifar("cifar10", root=DATA, train=True, download=True).head(TRAIN_IMAGES)
+test_set = load_cifar("cifar10", root=DATA, train=False, download=True).head(TEST_IMAGES)
 print(f"training images: {len(train_set)}, test images: {len(test_set)}")
 print("images:", train_set.images.shape, train_set.images.dtype, "  labels:", train_set.labels.shape)
 print("classes:", ", ".join(train_set.classes))
