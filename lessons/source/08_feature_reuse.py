@@ -52,7 +52,7 @@ if checkpoint.exists() and not FAST:
     print("loaded lesson 7's model from", checkpoint)
 else:
     data = os.environ.get("TINYDENSE_DATA") or Path("..") / "data"      # as in lesson 7
-    train_set = load_cifar("cifar10", root=data, train=True, download=True).head(128 if FAST else None)
+    train_set = load_cifar("cifar10", root=data, train=True, download=True).head(64 if FAST else None)
     mean, std = train_set.channel_stats()
     loader = DataLoader(train_set, 32 if FAST else 64, shuffle=True, augment=True, mean=mean, std=std)
     optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
