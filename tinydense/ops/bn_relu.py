@@ -89,14 +89,27 @@ def _normalize_relu(v, mean, invstd, weight, bias, out):
     xp.maximum(out, 0, out=out)
 
 
-def _bn_relu_backward(v, z, g, mean, invstd, weight, training, gx, scratch):
-    """The gradients of z = relu(bn(v)) given g = dL/dz, all (N, C, M).
+def _relu_open(v, mean, invstd, weight, bias, scratch):
+    """Where relu(bn(v)) > 0, i.e. where v * scale + shift > 0, as a boolean array.
+    With every scale > 0 (BN weights start at 1 and rarely change sign) that is
+    v > -shift / scale: one comparison instead of rebuilding the BN output in ``scratch``."""
+    scale = weight * invstd
+    shift = bias - mean * scale
+    if (scale > 0).all():
+        return v > _col(-shift / scale)
+    _normalize_relu(v, mean, invstd, weight, bias, scratch)
+    return scratch > 0
 
-    Writes dL/dv into ``gx`` (which may be g itself) and returns (gx, dweight, dbias);
-    ``scratch`` (which may be z itself: z is read first) holds v - mean for a while.
+
+def _bn_relu_backward(v, relu_open, g, mean, invstd, weight, training, gx, scratch):
+    """The gradients of z = relu(bn(v)) given g = dL/dz, all (N, C, M);
+    ``relu_open`` is z > 0, where the ReLU let the gradient through.
+
+    Writes dL/dv into ``gx`` (which may be g itself; any memory layout) and returns
+    (gx, dweight, dbias); ``scratch`` holds v - mean for a while.
     """
     xp = backend.get_array_module(v)
-    gy = xp.multiply(g, z > 0, out=gx)                         # through the ReLU
+    gy = xp.multiply(g, relu_open, out=gx)                     # through the ReLU
     sum_gy = gy.sum(axis=(0, 2))
     centred = xp.subtract(v, _col(mean), out=scratch)
     sum_gy_xhat = xp.einsum("ncm,ncm->c", gy, centred) * invstd
@@ -128,7 +141,7 @@ class BatchNormReLU(Function):
         x, z = self.x, self.z
         gx = xp.empty_like(x)
         scratch = memory.scratch(x.shape, x.dtype, like=x)
-        _, gweight, gbias = _bn_relu_backward(_ncm(x), _ncm(z), _ncm(g), self.mean, self.invstd, self.weight,
+        _, gweight, gbias = _bn_relu_backward(_ncm(x), _ncm(z) > 0, _ncm(g), self.mean, self.invstd, self.weight,
                                               self.training, gx=_ncm(gx), scratch=_ncm(scratch))
         return gx if self.needs_grad[0] else None, gweight, gbias
 
@@ -186,15 +199,20 @@ class BatchNormReLUConv(Function):
         x, w = self.x, self.conv_weight
         N, C, H, W = x.shape
         O = w.shape[0]
-        z = memory.scratch((C, N, H, W), x.dtype, like=x)      # recompute relu(bn(x)) into scratch
-        z_ncm = z.reshape(C, N, H * W).transpose(1, 0, 2)
-        _normalize_relu(_ncm(x), self.mean, self.invstd, self.bn_weight, self.bn_bias, z_ncm)
+        v, bn = _ncm(x), (self.mean, self.invstd, self.bn_weight, self.bn_bias)
+        # scratch buffers, channel-major (C, N, H, W), seen as (N, C, H*W) by the BN-ReLU kernels
+        z, gx = (memory.scratch((C, N, H, W), x.dtype, like=x) for _ in range(2))
+        z_ncm, gx_ncm = (a.reshape(C, N, H * W).transpose(1, 0, 2) for a in (z, gx))
+        if self.one_by_one or self.conv is None:   # the convolution needs z again: recompute it
+            _normalize_relu(v, *bn, out=z_ncm)
+            relu_open = z_ncm > 0
+        else:                                      # Conv2d kept its own copy; only the mask is needed
+            relu_open = _relu_open(v, *bn, scratch=z_ncm)
         if self.one_by_one:   # dW = g @ z^T, dz = W^T @ g: two GEMMs on (C, N*H*W) matrices
             g_rows = _channel_major(g)                                            # (O, M)
             gw = (g_rows @ z.reshape(C, N * H * W).T).reshape(w.shape)
-            gz = memory.scratch((C, N, H, W), x.dtype, like=x)
-            xp.matmul(w.reshape(O, C).T, g_rows, out=gz.reshape(C, N * H * W))
-            gz_ncm = gz.reshape(C, N, H * W).transpose(1, 0, 2)
+            xp.matmul(w.reshape(O, C).T, g_rows, out=gx.reshape(C, N * H * W))    # dz, made dx below
+            gz_ncm = gx_ncm
         else:
             conv = self.conv
             if conv is None:  # its saved copy of z was dropped: run its forward again
@@ -203,11 +221,10 @@ class BatchNormReLUConv(Function):
                 conv.forward(z.transpose(1, 0, 2, 3), w, stride=self.stride, padding=self.padding)
             conv.needs_grad = (True, self.needs_grad[-1])
             gz_nchw, gw = conv.backward(g)[:2]
-            gz_ncm = _ncm(gz_nchw)
-        gx_ncm, gbn_w, gbn_b = _bn_relu_backward(_ncm(x), z_ncm, gz_ncm, self.mean, self.invstd,
-                                                 self.bn_weight, self.training, gx=gz_ncm, scratch=z_ncm)
-        gx = gx_ncm.reshape(N, C, H, W) if self.need_x else None
-        return gx, gbn_w, gbn_b, gw
+            gz_ncm = _ncm(gz_nchw)     # NCHW; the first step below writes it channel-major into gx
+        _, gbn_w, gbn_b = _bn_relu_backward(v, relu_open, gz_ncm, self.mean, self.invstd, self.bn_weight,
+                                            self.training, gx=gx_ncm, scratch=z_ncm)
+        return (gx.transpose(1, 0, 2, 3) if self.need_x else None), gbn_w, gbn_b, gw
 
 
 def _check_bn_args(name, x, running_mean, running_var, weight, bias, training):
