@@ -119,7 +119,9 @@ class Conv2d(Function):
         if kh == kw == 1 and (sh, sw) == (1, 1) and (ph, pw) == (0, 0):
             self.path = "1x1"
             self.x = x
-            # one BLAS call per image, (O, C) @ (C, H*W), straight into NCHW order
+            # one BLAS call per image, (O, C) @ (C, H*W), straight into NCHW order. (One big
+            # (O, C) @ (C, N*H*W) product runs ~10% faster, but x and y would need transposing
+            # copies that cost more than that: measured at DenseNet-BC's shapes, 2 threads.)
             y = xp.matmul(weight.reshape(O, C), x.reshape(N, C, H * W)).reshape(N, O, OH, OW)
         elif (sh, sw) == (1, 1):
             self.path = "rows"
