@@ -202,25 +202,39 @@ def child(spec):
         import cProfile
         import pstats
 
+        import numpy as np
+
         step, _ = _tinydense_step_fn(depth, True, batch)
         step()
         profiler = cProfile.Profile()
         total = _timed(lambda: profiler.runcall(step))
-        return {"step_s": total, "ops": _per_op(pstats.Stats(profiler))}
+        # the matrix products (every conv's) against the rest: time each xp.matmul call
+        matmul, spent = np.matmul, []
+
+        def timed_matmul(*args, **kwargs):
+            start = time.perf_counter()
+            out = matmul(*args, **kwargs)
+            spent.append(time.perf_counter() - start)
+            return out
+
+        np.matmul = timed_matmul
+        try:
+            step_s = _timed(step)
+        finally:
+            np.matmul = matmul
+        return {"profiled_step_s": total, "hot_spots": _hot_spots(pstats.Stats(profiler)),
+                "step_s": step_s, "matmul_s": sum(spent), "matmul_calls": len(spent)}
     raise ValueError(f"unknown child kind {kind!r}")
 
 
-def _per_op(stats):
-    """Cumulative seconds of each op's forward and backward (nested calls counted in both)."""
-    rows = {}
-    for (filename, _, function), (_, _, _, cumtime, _) in stats.stats.items():
-        if function in ("forward", "backward") and "/tinydense/ops/" in filename:
-            rows.setdefault(Path(filename).stem, {}).setdefault(function, 0.0)
-            rows[Path(filename).stem][function] += cumtime
-        elif function in ("step", "zero_grad") and filename.endswith("sgd.py"):
-            rows.setdefault("sgd", {}).setdefault(function, 0.0)
-            rows["sgd"][function] += cumtime
-    return rows
+def _hot_spots(stats, n=14):
+    """The functions with the most self time. A NumPy call (a matrix product, an
+    elementwise loop) counts for the Python function that makes it."""
+    rows = []
+    for (filename, line, function), (_, calls, tottime, _, _) in stats.stats.items():
+        where = f"{Path(filename).parent.name}/{Path(filename).name}:{line}" if filename != "~" else "builtin"
+        rows.append({"function": function, "where": where, "calls": calls, "self_s": tottime})
+    return sorted(rows, key=lambda r: -r["self_s"])[:n]
 
 
 # --- parent side -----------------------------------------------------------------------
@@ -345,12 +359,13 @@ def _compare(args):
 
 
 def _print_profile(profile):
-    print(f"\nwhere the time goes: memory-efficient step under cProfile, {profile['step_s']:.2f} s "
-          f"(cumulative per op; BatchNormReLUConv's time includes the Conv2d it calls)")
-    rows = sorted(profile["ops"].items(), key=lambda kv: -sum(kv[1].values()))
-    for name, parts in rows:
-        cells = "   ".join(f"{k} {v:6.2f} s" for k, v in sorted(parts.items()))
-        print(f"  {name:16s} {cells}")
+    print(f"\nwhere the time goes (memory-efficient step): matrix products {profile['matmul_s']:.2f} s of "
+          f"{profile['step_s']:.2f} s ({profile['matmul_calls']} calls), everything else "
+          f"{profile['step_s'] - profile['matmul_s']:.2f} s")
+    print(f"under cProfile ({profile['profiled_step_s']:.2f} s), self time per function "
+          f"(NumPy work counts for the function that calls it):")
+    for r in profile["hot_spots"]:
+        print(f"  {r['self_s']:6.2f} s  {r['calls']:5d} calls  {r['function']:24s} {r['where']}")
 
 
 def _plot(result, path):

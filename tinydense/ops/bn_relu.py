@@ -210,7 +210,7 @@ class BatchNormReLUConv(Function):
             relu_open = _relu_open(v, *bn, scratch=z_ncm)
         if self.one_by_one:   # dW = g @ z^T, dz = W^T @ g: two GEMMs on (C, N*H*W) matrices
             g_rows = _channel_major(g)                                            # (O, M)
-            gw = (g_rows @ z.reshape(C, N * H * W).T).reshape(w.shape)
+            gw = xp.matmul(g_rows, z.reshape(C, N * H * W).T).reshape(w.shape)
             xp.matmul(w.reshape(O, C).T, g_rows, out=gx.reshape(C, N * H * W))    # dz, made dx below
             gz_ncm = gx_ncm
         else:
