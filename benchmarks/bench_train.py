@@ -298,7 +298,7 @@ def main(argv=None):
                 batch, scale = 16, args.batch // 16
             mem = run_child({"kind": "memory", "framework": "tinydense", "depth": depth, "batch": batch,
                              "efficient": efficient}, args.threads)
-            run = {"depth": depth, "memory_efficient": efficient, "memory_batch": batch,
+            run = {"depth": depth, "memory_efficient": efficient, "memory_batch": batch, "memory_scale": scale,
                    "peak_mb": mem["peak_mb"], "rss_before_mb": mem["rss_before_mb"],
                    "step_mb": (mem["peak_mb"] - mem["rss_before_mb"]) * scale}
             if scale == 1:
@@ -380,6 +380,10 @@ def _plot(result, path):
         runs = sorted((r for r in result["runs"] if r["memory_efficient"] == efficient), key=lambda r: r["depth"])
         ax.plot([r["depth"] for r in runs], [r["step_mb"] / 1024 for r in runs], style,
                 label="memory_efficient=" + str(efficient))
+        for r in runs:
+            if r.get("memory_scale", 1) != 1:
+                ax.annotate(f"batch {r['memory_batch']}, x{r['memory_scale']}", (r["depth"], r["step_mb"] / 1024),
+                            textcoords="offset points", xytext=(-90, -4), fontsize=8)
     torch_mem = result.get("torch", {}).get("torch_memory")
     if torch_mem:
         ax.plot([result["compare_depth"]], [torch_mem["step_mb"] / 1024], "s", label="PyTorch")
