@@ -125,29 +125,3 @@ def test_bad_input_names_the_shapes():
     with pytest.raises(ValueError, match=r"\(2, 3, 4, 4\) does not fit conv weight of shape \(5, 2, 1, 1\)"):
         batch_norm_relu_conv(td.tensor(x), None, None, td.tensor(w), td.tensor(b), td.tensor(np.ones((5, 2, 1, 1))),
                              training=True)
-
-
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("kernel", [1, 3])
-def test_channels_split_between_threads_give_the_same_result(monkeypatch, training, kernel):
-    """Large enough inputs run the BN-ReLU kernels on slices of the channels in threads
-    (3 here: uneven slices); the results must not change."""
-    from tinydense.ops import bn_relu
-    monkeypatch.setattr(bn_relu, "_THREADS", 3)
-    monkeypatch.setattr(bn_relu, "_executor", None)
-    shape = (4, 16, 32, 32)
-    assert np.prod(shape) >= bn_relu._MIN_SPLIT
-    x, w, b = _inputs(shape, seed=9, channel_major=True)
-    cw = np.random.default_rng(10).standard_normal((5, 16, kernel, kernel))
-    pad = kernel // 2
-    y0, g0, s0 = _run(plain_bn_relu_conv(kernel, 1, pad), x, w, b, extra=[cw], training=training)
-    y1, g1, s1 = _run(fused_bn_relu_conv(kernel, 1, pad), x, w, b, extra=[cw], training=training)
-    y2, g2, s2 = _run(fused_bn_relu, x, w, b, training=training)
-    assert bn_relu._executor is not None
-    np.testing.assert_allclose(y1, y0, **TOL)
-    for a, c in zip(g1 + list(s1), g0 + list(s0)):
-        np.testing.assert_allclose(a, c, **TOL)
-    y3, g3, s3 = _run(plain_bn_relu, x, w, b, training=training)
-    np.testing.assert_allclose(y2, y3, **TOL)
-    for a, c in zip(g2 + list(s2), g3 + list(s3)):
-        np.testing.assert_allclose(a, c, **TOL)

@@ -26,19 +26,9 @@ forward, so the running statistics are updated exactly once.
 
 Every array is viewed as (N, C, M), M = H*W, so the same lines serve NCHW
 arrays and "channel-major" ones whose memory is laid out (C, N, H, W), which
-the memory-efficient dense block uses (ops/dense_features.py). NumPy runs
-each elementwise loop on one core; since batch norm treats every channel on
-its own, the kernels below split the channels between threads
-(``_split_channels``).
+the memory-efficient dense block uses (ops/dense_features.py).
 """
 from __future__ import annotations
-
-import functools
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
 
 from .. import backend, memory
 from ..autograd import Function, Tensor
@@ -67,63 +57,6 @@ def _channel_major(x):
     return copy.reshape(C, N * H * W)
 
 
-def _num_threads():
-    """TINYDENSE_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may use (at most 4)."""
-    for var in ("TINYDENSE_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return max(1, int(os.environ[var]))
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(cpus, 4)
-
-
-_THREADS = _num_threads()
-_executor = None
-_in_worker = threading.local()
-_MIN_SPLIT = 1 << 16          # elements; below this, starting threads costs more than it saves
-
-
-def _split_channels(kernel):
-    """Run ``kernel(v, ...)`` on slices of the channels at once, one slice per thread.
-
-    Batch norm and ReLU treat every channel on its own, and NumPy lets go of
-    the GIL inside its loops, so channels [0, C/2) and [C/2, C) can run on two
-    cores at once: the BN-ReLU passes, bound by memory bandwidth, run about
-    1.4 times as fast on this project's 2-core machines. Arguments: (N, C, M)
-    arrays are cut along C, (C,) vectors along their axis, anything else is
-    passed as it is; the (C,) vectors the kernel returns are joined again.
-    CuPy arrays, small arrays and calls from inside a worker run unsplit.
-    """
-    @functools.wraps(kernel)
-    def run(v, *args, **kwargs):
-        global _executor
-        C = v.shape[1]
-        parts = min(_THREADS, C)
-        if (parts < 2 or v.size < _MIN_SPLIT or getattr(_in_worker, "active", False)
-                or backend.get_array_module(v) is not np):
-            return kernel(v, *args, **kwargs)
-        if _executor is None:
-            _executor = ThreadPoolExecutor(_THREADS, thread_name_prefix="tinydense-bn")
-        bounds = [C * i // parts for i in range(parts + 1)]
-
-        def part(lo_hi):
-            c = slice(*lo_hi)
-            cut = lambda a: (a[:, c] if getattr(a, "ndim", 0) == 3        # noqa: E731
-                             else a[c] if getattr(a, "shape", None) == (C,) else a)
-            _in_worker.active = True
-            try:
-                return kernel(v[:, c], *map(cut, args), **{k: cut(a) for k, a in kwargs.items()})
-            finally:
-                _in_worker.active = False
-
-        results = list(_executor.map(part, zip(bounds[:-1], bounds[1:])))
-        if results[0] is None:
-            return None
-        return tuple(np.concatenate(pieces) for pieces in zip(*results))
-
-    return run
-
-
-@_split_channels
 def _bn_relu_forward(v, weight, bias, running_mean, running_var, training, momentum, eps, out):
     """out (N, C, M) <- relu(bn(v)); returns the (mean, invstd) it used.
     Training: batch statistics (two passes, the variance from centred values as
@@ -146,7 +79,6 @@ def _bn_relu_forward(v, weight, bias, running_mean, running_var, training, momen
     return mean, invstd
 
 
-@_split_channels
 def _normalize_relu(v, mean, invstd, weight, bias, out):
     """out <- max(0, v * scale + shift), scale = weight * invstd, shift = bias - mean * scale:
     three passes (multiply, add, clamp), all in place."""
@@ -157,28 +89,24 @@ def _normalize_relu(v, mean, invstd, weight, bias, out):
     xp.maximum(out, 0, out=out)
 
 
-@_split_channels
-def _relu_open(v, mean, invstd, weight, bias, scratch, out):
-    """out (boolean) <- where relu(bn(v)) > 0, i.e. where v * scale + shift > 0.
+def _relu_open(v, mean, invstd, weight, bias, scratch):
+    """Where relu(bn(v)) > 0, i.e. where v * scale + shift > 0, as a boolean array.
     With every scale > 0 (BN weights start at 1 and rarely change sign) that is
     v > -shift / scale: one comparison instead of rebuilding the BN output in ``scratch``."""
-    xp = backend.get_array_module(v)
     scale = weight * invstd
     shift = bias - mean * scale
     if (scale > 0).all():
-        xp.greater(v, _col(-shift / scale), out=out)
-    else:
-        _normalize_relu(v, mean, invstd, weight, bias, scratch)
-        xp.greater(scratch, 0, out=out)
+        return v > _col(-shift / scale)
+    _normalize_relu(v, mean, invstd, weight, bias, scratch)
+    return scratch > 0
 
 
-@_split_channels
 def _bn_relu_backward(v, relu_open, g, mean, invstd, weight, training, gx, scratch):
     """The gradients of z = relu(bn(v)) given g = dL/dz, all (N, C, M);
     ``relu_open`` is z > 0, where the ReLU let the gradient through.
 
     Writes dL/dv into ``gx`` (which may be g itself; any memory layout) and returns
-    (dweight, dbias); ``scratch`` holds v - mean for a while.
+    (gx, dweight, dbias); ``scratch`` holds v - mean for a while.
     """
     xp = backend.get_array_module(v)
     gy = xp.multiply(g, relu_open, out=gx)                     # through the ReLU
@@ -194,7 +122,7 @@ def _bn_relu_backward(v, relu_open, g, mean, invstd, weight, training, gx, scrat
         gy -= _col(scale * sum_gy / M)
     else:          # the statistics are constants: dx = scale * gy
         gy *= _col(scale)
-    return sum_gy_xhat, sum_gy
+    return gy, sum_gy_xhat, sum_gy
 
 
 class BatchNormReLU(Function):
@@ -213,7 +141,7 @@ class BatchNormReLU(Function):
         x, z = self.x, self.z
         gx = xp.empty_like(x)
         scratch = memory.scratch(x.shape, x.dtype, like=x)
-        gweight, gbias = _bn_relu_backward(_ncm(x), _ncm(z) > 0, _ncm(g), self.mean, self.invstd, self.weight,
+        _, gweight, gbias = _bn_relu_backward(_ncm(x), _ncm(z) > 0, _ncm(g), self.mean, self.invstd, self.weight,
                                               self.training, gx=_ncm(gx), scratch=_ncm(scratch))
         return gx if self.needs_grad[0] else None, gweight, gbias
 
@@ -275,12 +203,11 @@ class BatchNormReLUConv(Function):
         # scratch buffers, channel-major (C, N, H, W), seen as (N, C, H*W) by the BN-ReLU kernels
         z, gx = (memory.scratch((C, N, H, W), x.dtype, like=x) for _ in range(2))
         z_ncm, gx_ncm = (a.reshape(C, N, H * W).transpose(1, 0, 2) for a in (z, gx))
-        relu_open = memory.scratch((C, N, H * W), bool, like=x).transpose(1, 0, 2)
         if self.one_by_one or self.conv is None:   # the convolution needs z again: recompute it
-            _normalize_relu(v, *bn, z_ncm)
-            xp.greater(z_ncm, 0, out=relu_open)
+            _normalize_relu(v, *bn, out=z_ncm)
+            relu_open = z_ncm > 0
         else:                                      # Conv2d kept its own copy; only the mask is needed
-            _relu_open(v, *bn, z_ncm, relu_open)
+            relu_open = _relu_open(v, *bn, scratch=z_ncm)
         if self.one_by_one:   # dW = g @ z^T, dz = W^T @ g: two GEMMs on (C, N*H*W) matrices
             g_rows = _channel_major(g)                                            # (O, M)
             gw = xp.matmul(g_rows, z.reshape(C, N * H * W).T).reshape(w.shape)
@@ -295,7 +222,7 @@ class BatchNormReLUConv(Function):
             conv.needs_grad = (True, self.needs_grad[-1])
             gz_nchw, gw = conv.backward(g)[:2]
             gz_ncm = _ncm(gz_nchw)     # NCHW; the first step below writes it channel-major into gx
-        gbn_w, gbn_b = _bn_relu_backward(v, relu_open, gz_ncm, self.mean, self.invstd, self.bn_weight,
+        _, gbn_w, gbn_b = _bn_relu_backward(v, relu_open, gz_ncm, self.mean, self.invstd, self.bn_weight,
                                             self.training, gx=gx_ncm, scratch=z_ncm)
         return (gx.transpose(1, 0, 2, 3) if self.need_x else None), gbn_w, gbn_b, gw
 
