@@ -31,9 +31,10 @@ autograd, the view G[slice_i] from ConcatFeatures (``SharedBnReluConv``
 returns None), so autograd never replaces it by a sum. Autograd reaches x_i
 only after every op that used it, i.e. after each later layer has added its
 share into G[slice_i] in place; by then the view holds the full gradient.
-Peak memory: the feature buffer, G, and two scratch buffers per block, all
-linear in depth; the scratch buffers come from tinydense.memory's pool, so
-one pair serves every layer of the block.
+Peak memory: the feature buffer and G of each block, each layer's
+bottleneck output, and a few scratch buffers, all linear in depth; the
+scratch buffers come from tinydense.memory's pool, so one set serves every
+layer of every block.
 """
 from __future__ import annotations
 
