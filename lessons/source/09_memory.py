@@ -5,17 +5,20 @@
 # memory. The reason is not the weights but the **activations**: to run the
 # backward pass, autograd keeps the arrays the forward pass produced, and a
 # straightforward dense block produces a lot of them. This lesson measures
-# that memory as the block gets deeper, explains why it grows
-# quadratically, and builds the standard fix, **recomputation**, which makes
-# it grow linearly for the price of some extra arithmetic.
+# that memory as the network gets deeper, explains why it grows
+# quadratically, builds the standard fix, **recomputation**, from scratch for
+# one block, and then measures the version tinydense uses: DenseNet-BC with
+# `memory_efficient=True`, whose memory grows linearly.
 #
 # ## What you will learn
 #
-# - how to measure the memory a forward pass keeps for the backward pass;
+# - how to measure the memory one training step (forward + backward) needs;
 # - why naive concatenation makes a dense block's memory grow with the square of its depth;
-# - how recomputing the cheap concatenation, batch norm and ReLU in the backward pass
-#   (the "memory-efficient" DenseNet) brings it down to linear growth;
-# - what that costs in time, and how to check that the gradients are unchanged.
+# - the idea of recomputing the cheap concatenation, batch norm and ReLU in the backward
+#   pass, written as one small `Function`;
+# - how tinydense's memory-efficient DenseNet-BC (a shared feature buffer and a fused,
+#   recomputed BN-ReLU-convolution) makes memory grow linearly with depth;
+# - how to check that both versions give the same loss and the same gradients.
 
 # %%
 %matplotlib inline
@@ -28,8 +31,8 @@ import numpy as np
 
 import tinydense as td
 import tinydense.functional as F
-from tinydense import Function
-from tinydense.models import DenseBlock
+from tinydense import Function, memory
+from tinydense.models import DenseBlock, densenet_bc
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 td.manual_seed(0)
@@ -40,22 +43,31 @@ rng = np.random.default_rng(0)
 #
 # NumPy reports every array it allocates to Python's `tracemalloc` module, so
 # we can ask how many bytes are alive at any moment and what the peak was.
-# We measure two numbers for one training step of a block:
+# We measure two numbers for one training step:
 #
 # - **kept**: the bytes still alive after the forward pass, when the loss is
 #   computed. This is the graph: every array some `Function` saved for its
 #   backward pass, and every intermediate tensor the graph refers to;
-# - **peak**: the highest point during forward and backward together.
+# - **peak**: the highest point during forward and backward together: what the
+#   step needs.
+#
+# One detail: tinydense keeps a few large arrays in a pool (`tinydense/memory.py`)
+# and hands them out again in the next step instead of allocating new ones. An
+# array the pool already holds is not a new allocation, so `tracemalloc` would
+# not see it; `memory.clear()` empties the pool so that every measurement
+# starts from nothing.
 
 # %%
-def measure(forward, x):
-    """Memory (bytes) kept after forward and peak over forward + backward; seconds taken."""
+def measure(step):
+    """Run ``step()`` (a forward pass that returns the loss) and the loss's backward pass.
+
+    Returns the bytes kept after forward, the peak bytes over forward + backward, the seconds."""
+    memory.clear()
     tracemalloc.start()
     try:
         start_bytes = tracemalloc.get_traced_memory()[0]
         start = time.perf_counter()
-        out = forward(x)
-        loss = (out * out).mean()
+        loss = step()
         kept = tracemalloc.get_traced_memory()[0] - start_bytes
         loss.backward()
         seconds = time.perf_counter() - start
@@ -65,10 +77,15 @@ def measure(forward, x):
     return kept, peak, seconds
 
 
+def square_loss(out):
+    """A stand-in loss for a single block: the mean square of its output."""
+    return (out * out).mean()
+
+
 N, K0, K, SIZE = (4, 16, 8, 8) if FAST else (8, 24, 12, 16)   # batch, input channels, growth rate, image size
 x = td.tensor(rng.standard_normal((N, K0, SIZE, SIZE)).astype(np.float32), requires_grad=True)
 block = DenseBlock(num_layers=6, in_channels=K0, growth_rate=K)
-kept, peak, seconds = measure(block, x)
+kept, peak, seconds = measure(lambda: square_loss(block(x)))
 print(f"one block of 6 layers: {kept / 2**20:.2f} MB kept after forward, {peak / 2**20:.2f} MB peak")
 print(f"for comparison: its parameters take {sum(p.size for p in block.parameters()) * 4 / 2**20:.2f} MB, "
       f"its input {x.size * 4 / 2**20:.3f} MB")
@@ -96,12 +113,11 @@ naive = []
 for L in depths:
     td.manual_seed(0)
     block = DenseBlock(num_layers=L, in_channels=K0, growth_rate=K)
-    naive.append(measure(block, x))
-    print(f"L = {L:2d}: kept {naive[-1][0] / 2**20:7.2f} MB, peak {naive[-1][1] / 2**20:7.2f} MB, "
-          f"{naive[-1][2]:.2f} s")
+    naive.append(measure(lambda: square_loss(block(x))))
+    print(f"L = {L:2d}: kept {naive[-1][0] / 2**20:7.2f} MB, peak {naive[-1][1] / 2**20:7.2f} MB")
 
 # %% [markdown]
-# ## 3. The fix: recompute instead of remember
+# ## 3. The idea: recompute instead of remember
 #
 # The concatenation, batch norm and ReLU at the start of each layer are cheap
 # to compute (no multiply-adds) but expensive to store. So we do not store
@@ -113,10 +129,9 @@ for L in depths:
 # to the dense layer it is the idea of the memory-efficient DenseNet
 # implementation (Pleiss et al., 2017).
 #
-# In tinydense it is one `Function` whose `backward` runs a small forward and
+# Written from scratch it is one `Function` whose `backward` runs a small forward and
 # backward pass of its own. Parameters used inside receive their gradients
 # from that inner backward pass, exactly as they would have otherwise.
-
 # %%
 class Recompute(Function):
     """Run ``fn(*tensors)`` without keeping its graph; rebuild the graph in backward.
@@ -145,7 +160,7 @@ def bottleneck_input(layer, *features, recompute):
     return layer.conv1(F.relu(x))
 
 
-def efficient_block(block, x):
+def recomputed_block(block, x):
     """The forward pass of a tinydense DenseBlock, with each layer's first half recomputed."""
     features = [x]
     for layer in block.children():
@@ -163,11 +178,11 @@ def efficient_block(block, x):
 td.manual_seed(0)
 block = DenseBlock(num_layers=4, in_channels=K0, growth_rate=K)
 results = []
-for forward in (block, lambda t: efficient_block(block, t)):
+for forward in (block, lambda t: recomputed_block(block, t)):
     block.zero_grad()
     xi = td.tensor(x.numpy(), requires_grad=True)
     out = forward(xi)
-    (out * out).mean().backward()
+    square_loss(out).backward()
     results.append((out.numpy(), xi.grad.copy(), [p.grad.copy() for p in block.parameters()]))
 (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = results
 print("same output          :", np.allclose(out_a, out_b, atol=1e-6))
@@ -175,60 +190,182 @@ print("same input gradient  :", np.allclose(gx_a, gx_b, atol=1e-6))
 print("same parameter grads :", all(np.allclose(a, b, atol=1e-5) for a, b in zip(gp_a, gp_b)))
 
 # %% [markdown]
-# ## 4. Memory against depth
-#
-# Now the same measurement for the memory-efficient version.
+# Now the memory of the recomputed block, against the naive one of section 2:
 
 # %%
-efficient = []
+recomputed = []
 for L in depths:
     td.manual_seed(0)
     block = DenseBlock(num_layers=L, in_channels=K0, growth_rate=K)
-    efficient.append(measure(lambda t: efficient_block(block, t), x))
-    print(f"L = {L:2d}: kept {efficient[-1][0] / 2**20:7.2f} MB, peak {efficient[-1][1] / 2**20:7.2f} MB, "
-          f"{efficient[-1][2]:.2f} s")
+    recomputed.append(measure(lambda: square_loss(recomputed_block(block, x))))
 
-# %%
 naive_mb = np.array([r[0] for r in naive]) / 2**20
-efficient_mb = np.array([r[0] for r in efficient]) / 2**20
+recomputed_mb = np.array([r[0] for r in recomputed]) / 2**20
 L = np.array(depths)
 channels = 4 * (L * K0 + K * L * (L - 1) / 2)               # the quadratic term of section 2
 predicted = channels * N * SIZE * SIZE * 4 / 2**20
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-axes[0].plot(L, naive_mb, "o-", label="naive concatenation")
-axes[0].plot(L, efficient_mb, "s-", label="recomputed (memory-efficient)")
-axes[0].plot(L, naive_mb - efficient_mb, "^:", label="difference: what recomputation saves")
-axes[0].plot(L, predicted, "k--", lw=0.8, label="predicted: 4 (L k0 + k L(L-1)/2) channels")
-axes[0].set_xlabel("layers in the block (L)")
-axes[0].set_ylabel("MB kept for the backward pass")
-axes[0].set_title(f"Memory, batch {N}, {SIZE}x{SIZE}, k0={K0}, k={K}")
-axes[0].legend(fontsize=8)
-axes[1].plot(L, [r[2] for r in naive], "o-", label="naive")
-axes[1].plot(L, [r[2] for r in efficient], "s-", label="recomputed")
-axes[1].set_xlabel("layers in the block (L)")
-axes[1].set_ylabel("seconds for forward + backward")
-axes[1].set_title("Time")
-axes[1].legend(fontsize=8)
-for ax in axes:
-    ax.grid(alpha=0.3)
+plt.figure(figsize=(6, 3.8))
+plt.plot(L, naive_mb, "o-", label="naive concatenation")
+plt.plot(L, recomputed_mb, "s-", label="first half recomputed")
+plt.plot(L, naive_mb - recomputed_mb, "^:", label="difference: what recomputation saves")
+plt.plot(L, predicted, "k--", lw=0.8, label="predicted: 4 (L k0 + k L(L-1)/2) channels")
+plt.xlabel("layers in the block (L)")
+plt.ylabel("MB kept for the backward pass")
+plt.title(f"One dense block, batch {N}, {SIZE}x{SIZE}, k0={K0}, k={K}")
+plt.legend(fontsize=8)
+plt.grid(alpha=0.3)
 plt.tight_layout()
 plt.show()
-print(f"at L = {depths[-1]}: {naive_mb[-1] / efficient_mb[-1]:.1f} times less memory kept, "
-      f"{efficient[-1][2] / naive[-1][2]:.2f} times the time")
+print(f"at L = {depths[-1]}: {naive_mb[-1]:.2f} MB kept naively, {recomputed_mb[-1]:.2f} MB recomputed")
 
 # %% [markdown]
 # The naive curve bends upwards. The difference between the two curves, the
 # memory that recomputation saves, lies on the predicted quadratic term: the
 # four copies of the concatenated input per layer are exactly where the extra
-# memory goes. The recomputed version keeps only what is the same size in
-# every layer and grows in a straight line. The price is running the cheap first
-# half of every layer twice, which shows up in the time plot. For a
-# DenseNet-BC-250 on a GPU that is the difference between a batch that does
-# not fit and one that does.
+# memory goes. The recomputed block keeps only what is the same size in
+# every layer and grows in a straight line.
 #
-# (Timings measured while `tracemalloc` is running are inflated, and on a
-# small problem they are noisy: trust the memory plot more than the time plot.)
+# ## 4. The library's memory-efficient DenseNet-BC
+#
+# Our `Recompute` shows the idea, but it still wastes memory and time: it runs
+# the 1x1 convolution twice (that is real arithmetic), it builds the whole
+# concatenation again in every layer's backward pass, and the block's output
+# is one more concatenated copy of all features. tinydense's DenseNet does it
+# differently when it is built with `memory_efficient=True` (the default of
+# `densenet_bc`; `memory_efficient=False` gives the plain path of section 2):
+#
+# - **one shared buffer per block** (`tinydense/ops/dense_features.py`): the block
+#   allocates room for all its $k_0 + Lk$ channels once, and every layer writes its
+#   $k$ new channels into the next slot. Layer $\ell$'s concatenated input is then just
+#   the first $k_0 + (\ell-1)k$ channels of that buffer: a view, never a copy. The
+#   buffer is also the block's output.
+# - **BN-ReLU-convolution as one op** (`tinydense/ops/bn_relu.py`): $\mathrm{relu}(\mathrm{bn}(x))$
+#   lives only in a scratch array while the convolution reads it, and is
+#   recomputed from $x$ in the backward pass. Only the cheap part is recomputed:
+#   the convolution's output ($4k$ channels) is kept. The recomputation uses the
+#   batch statistics saved in the forward pass, so the running statistics are
+#   updated exactly once.
+# - the scratch arrays come from the pool of `tinydense/memory.py`, so a few of
+#   them serve every layer of every block.
+#
+# What each layer keeps is therefore the same size in every layer: its $k$ new
+# channels (in the shared buffer), its $4k$ bottleneck channels and a few numbers
+# per channel. A block of $n$ layers keeps $O(n)$; the plain path keeps
+# $\sum_\ell 4(k_0 + (\ell-1)k) = O(n^2)$. A DenseNet-BC of depth $D$ has three blocks of
+# $n = (D - 4)/6$ layers each, so the plain network's memory grows with $D^2$ and
+# the memory-efficient one's with $D$.
+#
+# Let us measure one training step (forward, cross-entropy, backward) of the
+# whole network in both modes, for increasing depth.
+
+# %%
+BATCH, IMAGE = (8, 16) if FAST else (8, 32)
+net_depths = [10, 16, 22, 28, 34] if FAST else [10, 22, 40, 64, 100]
+images = td.tensor(rng.standard_normal((BATCH, 3, IMAGE, IMAGE)).astype(np.float32))
+labels = rng.integers(0, 10, BATCH)
+
+steps = {False: [], True: []}          # memory_efficient -> [(kept, peak, seconds) per depth]
+print(f"batch {BATCH} of {IMAGE}x{IMAGE} images, k = 12")
+print(" depth  n |   plain: kept    peak |  efficient: kept    peak | peak ratio")
+for depth in net_depths:
+    for efficient in (False, True):
+        td.manual_seed(0)
+        model = densenet_bc(depth, growth_rate=12, memory_efficient=efficient)
+        steps[efficient].append(measure(lambda: F.cross_entropy(model(images), labels)))
+    (pk, pp, _), (ek, ep, _) = steps[False][-1], steps[True][-1]
+    print(f"{depth:6d} {(depth - 4) // 6:2d} | {pk / 2**20:8.2f} MB {pp / 2**20:6.2f} MB "
+          f"| {ek / 2**20:8.2f} MB {ep / 2**20:6.2f} MB | {pp / ep:5.2f}")
+
+# %%
+D = np.array(net_depths)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+for efficient, marker, name in ((False, "o", "plain"), (True, "s", "memory-efficient")):
+    kept_mb, peak_mb, seconds = (np.array(column) for column in zip(*steps[efficient]))
+    line, = axes[0].plot(D, peak_mb / 2**20, marker + "-", label=f"{name}: peak")
+    axes[0].plot(D, kept_mb / 2**20, marker + "--", color=line.get_color(), alpha=0.6,
+                 label=f"{name}: kept after forward")
+    axes[1].plot(D, seconds, marker + "-", label=name)
+axes[0].set_ylabel("MB for one training step")
+axes[0].set_title(f"DenseNet-BC (k=12), batch {BATCH}, {IMAGE}x{IMAGE}")
+axes[1].set_ylabel("seconds for forward + backward")
+axes[1].set_title("Time (measured under tracemalloc)")
+for ax in axes:
+    ax.set_xlabel("depth D (three blocks of (D - 4) / 6 layers)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# With only a few points a curve and a straight line are hard to tell apart
+# by eye. A sharper test: how much memory does one more layer per block add?
+# For a straight line that is the same at every depth; for a quadratic it
+# grows with the depth.
+
+# %%
+n = (D - 4) // 6
+for efficient, name in ((False, "plain"), (True, "memory-efficient")):
+    peak_mb = np.array([r[1] for r in steps[efficient]]) / 2**20
+    per_layer = np.diff(peak_mb) / np.diff(n)
+    print(f"{name:16s}: MB of peak added per extra layer in each block, from depth to depth: "
+          + ", ".join(f"{v:.2f}" for v in per_layer))
+
+# %% [markdown]
+# The plain network's step adds more memory with every layer (each new layer
+# keeps four arrays as wide as all the features before it), the memory-efficient one's adds
+# about the same amount every time. The scratch arrays and the block's gradient
+# buffer are as wide as the whole block, so they grow with $n$ too, but only
+# linearly and there are only a few of them. With the students' settings the
+# plain step at depth 100 needs about five times the memory of the
+# memory-efficient one (about 570 MB against 115 MB when this lesson was
+# written); for DenseNet-BC-190 on a GPU it is the difference between a batch
+# that does not fit and one that does.
+#
+# As for time: recomputing BN-ReLU is extra work, but the fused op also makes
+# fewer passes over memory and no copies, so the memory-efficient step is not
+# slower for it: at depth 100 it took about half the time of the plain one
+# when this lesson was written. (Timings measured while `tracemalloc` is
+# running are inflated, and on a small, shared machine they are noisy: trust
+# the memory plot more than the time plot. `benchmarks/bench_train.py` times
+# both modes properly.)
+#
+# ## 5. Same loss, same gradients
+#
+# Saving memory must not change the result. We build both versions with the
+# same weights (`load_state_dict` copies them), in float64 so that rounding
+# does not hide a mistake, run one training step and compare the loss, some
+# parameter gradients and the running statistics batch norm updated.
+
+# %%
+td.manual_seed(0)
+plain = densenet_bc(16, growth_rate=12, memory_efficient=False).double()
+efficient = densenet_bc(16, growth_rate=12, memory_efficient=True).double()
+efficient.load_state_dict(plain.state_dict())
+losses = []
+for model in (plain, efficient):
+    loss = F.cross_entropy(model(images.double()), labels)
+    loss.backward()
+    losses.append(loss.item())
+print(f"loss: plain {losses[0]:.15f}, memory-efficient {losses[1]:.15f}")
+
+grads = dict(efficient.named_parameters())
+for name in ("features.conv0.weight", "features.denseblock1.denselayer1.norm1.weight",
+             "features.denseblock2.denselayer2.conv1.weight", "features.transition2.conv.weight",
+             "classifier.weight"):
+    a, b = dict(plain.named_parameters())[name].grad, grads[name].grad
+    print(f"{name:46s} largest |gradient| {np.abs(a).max():.2e}, largest difference {np.abs(a - b).max():.1e}")
+worst = max(np.abs(p.grad - grads[name].grad).max() for name, p in plain.named_parameters())
+stats = dict(efficient.named_buffers())
+worst_stat = max(np.abs(np.asarray(b) - np.asarray(stats[name])).max() for name, b in plain.named_buffers())
+print(f"all {len(grads)} parameter gradients: largest difference {worst:.1e}; "
+      f"running statistics: largest difference {worst_stat:.1e}")
+
+# %% [markdown]
+# The differences are at the level of float64 rounding ($10^{-16}$ relative):
+# the two paths add the same numbers in a different order, nothing more. In
+# float32 the same comparison gives differences of about $10^{-7}$ to $10^{-6}$
+# of the gradients' size, float32's rounding.
 #
 # ## Questions and exercises
 #
@@ -236,11 +373,16 @@ print(f"at L = {depths[-1]}: {naive_mb[-1] / efficient_mb[-1]:.1f} times less me
 #    naive version. Read `tinydense/ops/shape.py`, `norm.py` and `activation.py`: which
 #    op saves which array, and which tensors stay alive only because the graph refers
 #    to them?
-# 2. The recomputed version still keeps the block's final concatenation. Why is that
-#    array not a problem?
+# 2. Our `recomputed_block` still keeps the block's final concatenation. Why is that
+#    array not a problem? How does the library's shared buffer avoid it altogether?
 # 3. Batch norm in training mode updates its running statistics. What would go wrong if
-#    `bottleneck_input` updated them during the recomputation too?
+#    `bottleneck_input` updated them during the recomputation too? How does
+#    `BatchNormReLUConv` in `tinydense/ops/bn_relu.py` avoid the problem?
 # 4. Use `Recompute` around a whole dense layer instead of its first half. How does the
 #    memory change, and what does it cost?
-# 5. Estimate the activation memory of DenseNet-BC-100 on a batch of 64 CIFAR images with
-#    the naive implementation, using the formula of section 2 for each block.
+# 5. In section 4, plot the plain mode's peak against $n^2$ and the memory-efficient
+#    mode's against $n$. Are both straight lines? Fit them with `np.polyfit` and use
+#    the fits to predict depth 190; compare with `benchmarks/README.md`.
+# 6. Estimate the activation memory of DenseNet-BC-100 on a batch of 64 CIFAR images with
+#    the naive implementation, using the formula of section 2 for each block, and compare
+#    with what section 4 measures (scaled to batch 64).
