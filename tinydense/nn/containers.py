@@ -6,7 +6,20 @@ from collections import OrderedDict
 from .module import Module
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: length, iteration and indexing in order."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        return list(self._modules.values())[index]
+
+
+class Sequential(_ModuleSequence):
     """Runs its modules one after the other: ``Sequential(a, b, c)(x) == c(b(a(x)))``.
 
     Give the modules positionally (named "0", "1", ...) or as one ordered dict
@@ -27,17 +40,8 @@ class Sequential(Module):
             x = module(x)
         return x
 
-    def __len__(self):
-        return len(self._modules)
 
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, index):
-        return list(self._modules.values())[index]
-
-
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules whose parameters are registered (named "0", "1", ...);
     the owner decides how to call them."""
 
@@ -56,12 +60,3 @@ class ModuleList(Module):
 
     def forward(self, *args):
         raise TypeError("ModuleList is not callable: iterate over it and call its modules")
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, index):
-        return list(self._modules.values())[index]
