@@ -306,31 +306,42 @@ def densenet_bc(depth=100, growth_rate=12, num_classes=10, drop_rate=0.0, memory
 
 # --- ImageNet models (the paper's Table 1, torchvision's names) ----------------------
 
+# The paper's Table 1: depth -> (growth rate k, layers per dense block, stem channels).
+IMAGENET_CONFIGS = {
+    121: (32, (6, 12, 24, 16), 64),
+    161: (48, (6, 12, 36, 24), 96),
+    169: (32, (6, 12, 32, 32), 64),
+    201: (32, (6, 12, 48, 32), 64),
+    264: (32, (6, 12, 64, 48), 64),
+}
+
+
+def _imagenet_densenet(depth, num_classes, drop_rate, memory_efficient):
+    growth_rate, block_config, stem_channels = IMAGENET_CONFIGS[depth]
+    return DenseNet(growth_rate, block_config, stem_channels, num_classes=num_classes, drop_rate=drop_rate,
+                    memory_efficient=memory_efficient)
+
+
 def densenet121(num_classes=1000, drop_rate=0.0, memory_efficient=True):
     """DenseNet-121: k=32, blocks (6, 12, 24, 16), 7,978,856 parameters."""
-    return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, drop_rate=drop_rate,
-                    memory_efficient=memory_efficient)
-
-
-def densenet169(num_classes=1000, drop_rate=0.0, memory_efficient=True):
-    """DenseNet-169: k=32, blocks (6, 12, 32, 32)."""
-    return DenseNet(32, (6, 12, 32, 32), 64, num_classes=num_classes, drop_rate=drop_rate,
-                    memory_efficient=memory_efficient)
-
-
-def densenet201(num_classes=1000, drop_rate=0.0, memory_efficient=True):
-    """DenseNet-201: k=32, blocks (6, 12, 48, 32)."""
-    return DenseNet(32, (6, 12, 48, 32), 64, num_classes=num_classes, drop_rate=drop_rate,
-                    memory_efficient=memory_efficient)
+    return _imagenet_densenet(121, num_classes, drop_rate, memory_efficient)
 
 
 def densenet161(num_classes=1000, drop_rate=0.0, memory_efficient=True):
     """DenseNet-161: k=48, 96 stem channels, blocks (6, 12, 36, 24)."""
-    return DenseNet(48, (6, 12, 36, 24), 96, num_classes=num_classes, drop_rate=drop_rate,
-                    memory_efficient=memory_efficient)
+    return _imagenet_densenet(161, num_classes, drop_rate, memory_efficient)
+
+
+def densenet169(num_classes=1000, drop_rate=0.0, memory_efficient=True):
+    """DenseNet-169: k=32, blocks (6, 12, 32, 32)."""
+    return _imagenet_densenet(169, num_classes, drop_rate, memory_efficient)
+
+
+def densenet201(num_classes=1000, drop_rate=0.0, memory_efficient=True):
+    """DenseNet-201: k=32, blocks (6, 12, 48, 32)."""
+    return _imagenet_densenet(201, num_classes, drop_rate, memory_efficient)
 
 
 def densenet264(num_classes=1000, drop_rate=0.0, memory_efficient=True):
     """DenseNet-264: k=32, blocks (6, 12, 64, 48)."""
-    return DenseNet(32, (6, 12, 64, 48), 64, num_classes=num_classes, drop_rate=drop_rate,
-                    memory_efficient=memory_efficient)
+    return _imagenet_densenet(264, num_classes, drop_rate, memory_efficient)
