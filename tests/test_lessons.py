@@ -5,7 +5,6 @@ solution must pass)."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 
@@ -48,13 +47,9 @@ def _text(cell):
     return "".join(parts)
 
 
-def _execute(nb, monkeypatch):
+def _execute(nb, monkeypatch, cifar_dir):
     monkeypatch.setenv("TINYDENSE_LESSONS_FAST", "1")
-    if not os.environ.get("TINYDENSE_DATA"):     # CI's default; never download during tests
-        default = ROOT.parent / "shared" / "data"
-        assert (default / "cifar-10-batches-py").is_dir(), (
-            "the CIFAR lessons need TINYDENSE_DATA: the directory that holds cifar-10-batches-py/")
-        monkeypatch.setenv("TINYDENSE_DATA", str(default))
+    monkeypatch.setenv("TINYDENSE_DATA", str(cifar_dir))   # real or generated: never a download
     client = NotebookClient(nb, kernel_name="python3", timeout=300,
                             resources={"metadata": {"path": str(LESSONS)}})
     client.execute()   # raises CellExecutionError, with the cell and traceback, on any error
@@ -102,8 +97,8 @@ def test_build_rejects_malformed_sources():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom(path, monkeypatch):
-    nb = _execute(nbformat.read(path, as_version=4), monkeypatch)
+def test_notebook_runs_top_to_bottom(path, monkeypatch, cifar_dir):
+    nb = _execute(nbformat.read(path, as_version=4), monkeypatch, cifar_dir)
     for cell in nb.cells:
         if cell.cell_type == "code" and "plt.show()" in cell.source:
             assert any("image/png" in out.get("data", {}) for out in cell.outputs), (
@@ -134,11 +129,11 @@ def test_every_exercise_has_a_stub_a_check_and_a_solution():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=lambda p: p.stem)
-def test_exercises_pass_with_the_reference_solutions(path, monkeypatch):
+def test_exercises_pass_with_the_reference_solutions(path, monkeypatch, cifar_dir):
     nb = nbformat.read(path, as_version=4)
     for stub in _tagged(nb, "exercise-stub"):
         stub.source = f"from solutions import {_stub_class(stub)}"
-    nb = _execute(nb, monkeypatch)
+    nb = _execute(nb, monkeypatch, cifar_dir)
     for check in _tagged(nb, "exercise-check"):
         assert _text(check).startswith("PASS "), _text(check)
 

@@ -10,7 +10,7 @@ import pytest
 from tinydense.training import (Trainer, TrainingDiverged, build_model, load_model, make_config,
                                 paper_milestones, read_checkpoint)
 
-from train_helpers import same_files, write_cifar
+from train_helpers import REAL_DATA_REASON, real_cifar_dir, same_files, write_cifar
 
 TINY = dict(model="densenet", depth=7, growth_rate=4, epochs=3, batch_size=16, limit_train=80, limit_test=40,
             milestones=[2], drop_rate=0.2)
@@ -226,9 +226,9 @@ def test_resume_needs_a_readable_run(tmp_path, fake_data):
 def test_training_on_real_cifar_beats_chance(tmp_path):
     """A small DenseNet trained briefly on the real CIFAR-10 subset gets well
     above the 10% of guessing (fixed seed; about half a minute on 2 cores)."""
-    root = os.environ.get("TINYDENSE_DATA")
+    root = real_cifar_dir()
     if not root:
-        pytest.skip("TINYDENSE_DATA not set")
+        pytest.skip(REAL_DATA_REASON)
     config = dict(model="densenet", depth=7, growth_rate=8, epochs=3, batch_size=32, lr=0.1,
                   limit_train=2048, limit_test=500, milestones=[2], augment=False, seed=0)
     trainer = _trainer(config, tmp_path / "run", root)

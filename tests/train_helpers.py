@@ -2,12 +2,22 @@
 CIFAR "python version" layout, and a byte-for-byte comparison of checkpoints."""
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 
 from tinydense.data import SPECS
+
+
+REAL_DATA_REASON = ("needs the real CIFAR-10 images: set TINYDENSE_DATA to the directory that holds "
+                    "cifar-10-batches-py/ (the course's subset or the full data set)")
+
+
+def real_cifar_dir():
+    """``$TINYDENSE_DATA`` if set (the real images), else None."""
+    return os.environ.get("TINYDENSE_DATA") or None
 
 
 def write_cifar(root, name="cifar10", per_file=1017, test_size=None, seed=0, learnable=False):
