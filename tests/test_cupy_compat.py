@@ -12,7 +12,7 @@ import tinydense
 
 PACKAGE = pathlib.Path(tinydense.__file__).parent
 
-cupy = pytest.importorskip("cupy", reason="CuPy not installed (pip install -e '.[dev,gpu]')")
+cupy = pytest.importorskip("cupy", reason="CuPy not installed (README's GPU line: pip install -e '.[gpu]')")
 
 
 def _xp_attribute_chains():
