@@ -2,13 +2,14 @@
 atomic writes, and clear errors for every kind of bad file."""
 import json
 import os
+import pickle
 import zipfile
 
 import numpy as np
 import pytest
 
 import tinydense as td
-from tinydense import models
+from tinydense import cli, models
 
 
 def rand(*shape, seed=0):
@@ -127,14 +128,44 @@ def test_files_that_are_not_checkpoints(tmp_path):
     pickled = tmp_path / "pickled.npz"
     with open(pickled, "wb") as f:                       # an object array: loading it would unpickle
         np.save(f, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="not a tinydense checkpoint .*allow_pickle=False"):
+    with pytest.raises(ValueError, match="pickled.npz is not a tinydense checkpoint: it holds a single array") as e:
         td.load(pickled)
+    assert "pickle" not in str(e.value).replace("pickled.npz", "")   # never NumPy's advice to unpickle it
     sneaky = tmp_path / "sneaky.npz"                     # a manifest, and an object array beside it
     td.save({"w": np.ones(2)}, sneaky)
     with zipfile.ZipFile(sneaky, "a") as zf, zf.open("evil.npy", "w") as entry:
         np.lib.format.write_array(entry, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="sneaky.npz .*allow_pickle=False"):
+    with pytest.raises(ValueError, match="sneaky.npz is not a valid tinydense checkpoint: its entry 'evil' is not a "
+                                         "readable numeric array") as e:
         td.load(sneaky)
+    assert "allow_pickle" not in str(e.value) and "pickle.load" not in str(e.value)
+
+
+NOT_CHECKPOINTS = {   # name: (how to write it, what the message says it is)
+    "object.npy": (lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+                   "it holds a single array (an .npy file), not an .npz archive"),
+    "objects.npz": (lambda p: np.savez(p, a=np.array([{"a": 1}], dtype=object), __tinydense__=np.zeros(1)),
+                    "its entry 'a' is not a readable numeric array"),
+    "random.bin": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(1000)),    # np.load: "pickled data"
+                   "it is not a zip archive"),
+    "a.pkl": (lambda p: p.write_bytes(pickle.dumps({"model": [1, 2]})), "it is not a zip archive"),
+    "empty.npz": (lambda p: p.write_bytes(b""), "it is not a zip archive"),
+}
+
+
+@pytest.mark.parametrize("name", NOT_CHECKPOINTS)
+def test_evaluate_on_a_file_that_is_not_a_checkpoint_says_so_in_tinydense_s_words(tmp_path, capsys, name):
+    # issue 14: the message repeated NumPy's advice to "load it unsafely using pickle.load()"
+    path = tmp_path / name
+    write, what = NOT_CHECKPOINTS[name]
+    write(path)
+    assert cli.main(["evaluate", str(path), "--data-dir", str(tmp_path / "no-data")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"tinydense: error: {path} is not a readable tinydense training checkpoint")
+    assert what in err and "a tinydense checkpoint is an .npz archive" in err      # what it is not, what one is
+    assert "pickle.load" not in err and "allow_pickle" not in err and "unsafely" not in err
+    assert not (tmp_path / "no-data").exists()
 
 
 def test_truncated_and_corrupt_checkpoints(tmp_path):

@@ -1,4 +1,5 @@
 """tinydense.data: official-format files, safe unpickling, download, augmentation, loader."""
+import codecs
 import hashlib
 import io
 import os
@@ -12,6 +13,7 @@ import pytest
 
 from tinydense import data
 from tinydense.data import DataLoader, DataNotFoundError, DownloadError, download_cifar
+from tinydense.safe_pickle import load_numpy_pickle
 
 from train_helpers import write_cifar
 
@@ -94,6 +96,86 @@ def test_restricted_unpickler_refuses_a_malicious_batch_file(tmp_path):
         pickle.dump({b"data": _RunsCode(marker), b"labels": [0]}, f)
     with pytest.raises(ValueError, match="refused to load posix.system|refused to load os.system"):
         data.CIFAR10(tmp_path)
+    assert not marker.exists()
+
+
+def cifar_like_batch(n=7, seed=0):
+    rng = np.random.default_rng(seed)
+    return {b"batch_label": b"training batch 1 of 5", b"labels": [int(v) for v in rng.integers(0, 10, n)],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [f"img_{i}.png".encode() for i in range(n - 1)] + [b""],
+            b"extra": {"fortran": np.asfortranarray(rng.standard_normal((3, 2))), "scalar": np.float32(1.5),
+                       "empty": np.zeros((0, 4), np.int16)}}
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_batch_files_pickled_with_any_protocol_are_read(tmp_path, protocol):
+    # protocols 0-2 store bytes as _codecs.encode(text, "latin1") (b"" as bytes()), protocol 5 stores
+    # contiguous arrays as numpy's _frombuffer(bytes, dtype, shape, order): issue 14 found 0, 1, 2 and 5 refused
+    batch = cifar_like_batch()
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(batch, protocol=protocol))
+    back = load_numpy_pickle(path)
+    assert back.keys() == batch.keys() and back[b"extra"].keys() == batch[b"extra"].keys()
+    for key in (b"batch_label", b"labels", b"filenames"):
+        assert back[key] == batch[key]
+    for got, want in [(back[b"data"], batch[b"data"])] + [(back[b"extra"][k], v) for k, v in batch[b"extra"].items()]:
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    assert back[b"extra"]["fortran"].flags.f_contiguous
+    images, labels = data.read_batch(path)
+    np.testing.assert_array_equal(images, batch[b"data"].reshape(-1, 3, 32, 32))
+    np.testing.assert_array_equal(labels, batch[b"labels"])
+
+
+class _Calls:
+    """Pickles as a call of ``fn(*args)``: how a crafted file would use an allowed name."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def _numpy_frombuffer():
+    try:
+        from numpy._core.numeric import _frombuffer
+    except ImportError:                                   # NumPy 1
+        from numpy.core.numeric import _frombuffer
+    return _frombuffer
+
+
+@pytest.mark.parametrize("payload, message", [
+    (_Calls(codecs.encode, "x", "rot13"), r"refused _codecs.encode\(str, 'rot13'"),
+    (_Calls(codecs.encode, "x" * 50, "utf-16"), r"refused _codecs.encode\(str, 'utf-16'"),
+    (_Calls(codecs.encode, b"x\x9c", "zlib_codec"), r"refused _codecs.encode\(bytes, 'zlib_codec'"),
+    (_Calls(codecs.encode, "x"), r"refused _codecs.encode\(str, 'utf-8'"),
+    (_Calls(bytes, 10 ** 12), r"refused bytes\(1000000000000,\)"),
+    (_Calls(_numpy_frombuffer(), b"\0" * 8, np.dtype(object), (1,), "C"),
+     r"refused _frombuffer with dtype dtype\(.O.\): numeric dtypes only"),
+    (_Calls(_numpy_frombuffer(), b"\0" * 8, np.dtype(np.uint8), (10 ** 6,), "C"),
+     r"refused _frombuffer: shape \(1000000,\) of uint8 needs 1000000 bytes, the file has 8"),
+    (_Calls(_numpy_frombuffer(), b"\0" * 8, np.dtype(np.uint8), (8,), "K"), "refused _frombuffer with shape"),
+    (_Calls(_numpy_frombuffer(), "text", np.dtype(np.uint8), (4,), "C"), "refused _frombuffer of a str"),
+], ids=["rot13", "utf-16", "zlib", "default-codec", "bytes(n)", "object-dtype", "shape-vs-bytes", "order", "str"])
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_the_admitted_names_refuse_every_other_use(tmp_path, payload, message, protocol):
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps({b"data": payload, b"labels": [0]}, protocol=protocol))
+    with pytest.raises(pickle.UnpicklingError, match=message):
+        load_numpy_pickle(path)
+    with pytest.raises(ValueError, match="is not a readable CIFAR batch file: " + message):
+        data.read_batch(path)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_malicious_file_is_refused_under_every_protocol(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]}, protocol=protocol))
+    with pytest.raises(ValueError, match="refused to load posix.system|refused to load os.system"):
+        data.read_batch(path)
     assert not marker.exists()
 
 

@@ -97,10 +97,11 @@ def op_tuple(*ints):
     return b"(" + b"".join(b"I%d\n" % i for i in ints) + b"t"
 
 
-def op_tensor(key, offset, size, stride, numel, storage="FloatStorage"):
+def op_tensor(key, offset, size, stride, numel, storage="FloatStorage", legacy=False):
     """_rebuild_tensor_v2(<persistent id ('storage', torch.<storage>, key, 'cpu', numel)>, offset, size, stride,
-    False, None) in pickle opcodes."""
-    pid = b"(" + op_str("storage") + op_global("torch", storage) + op_str(key) + op_str("cpu") + b"I%d\n" % numel + b"t"
+    False, None) in pickle opcodes (legacy files: the id ends with None, no view metadata)."""
+    pid = (b"(" + op_str("storage") + op_global("torch", storage) + op_str(key) + op_str("cpu") + b"I%d\n" % numel
+           + (b"N" if legacy else b"") + b"t")
     args = b"(" + pid + b"Q" + b"I%d\n" % offset + op_tuple(*size) + op_tuple(*stride) + b"I00\nNt"
     return op_global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
 
@@ -171,6 +172,75 @@ def test_out_of_bounds_tensors_are_refused(tmp_path):
                          + b".", {"0": data})
     with pytest.raises(ValueError, match="tensor 'w' has a malformed description"):
         load_pth(negative)
+
+
+def test_a_529_byte_file_asking_for_terabytes_is_refused_before_anything_is_allocated(tmp_path):
+    # issue 14: a stride-0 tensor of 2e12 float32 elements (7.28 TiB) over a 1-element storage;
+    # load_pth used to build its index array and die in a raw MemoryError
+    path = write_pth(tmp_path / "bomb.pth", op_dict(w=op_tensor("0", 0, (1000000, 2000000), (0, 0), 1)) + b".",
+                     {"0": np.ones(1, np.float32).tobytes()})
+    assert path.stat().st_size < 1000
+    with pytest.raises(ValueError, match=r"bomb.pth .*tensor 'w' has 2000000000000 elements, more than its storage "
+                                         r"holds \(shape \(1000000, 2000000\), strides \(0, 0\), offset 0; its "
+                                         r"storage 0 holds 1 elements\)"):
+        load_pth(path)
+
+
+DATA6 = np.arange(6, dtype=np.float32).tobytes()
+
+
+@pytest.mark.parametrize("offset, size, stride, message", [
+    (0, (2 ** 32, 2 ** 32), (0, 0), r"has 18446744073709551616 elements, more than"),   # 0 in int64 arithmetic
+    (0, (2 ** 70,), (1,), r"has 1180591620717411303424 elements, more than its storage holds"),
+    (0, (7,), (1,), r"has 7 elements, more than its storage holds \(shape \(7,\), strides \(1,\)"),
+    (0, (0, 2 ** 62), (1, 1), r"is empty but has a shape too large for any array \(shape \(0, 4611686018427387904\)"),
+    (9, (0,), (1,), r"starts past the end of its storage \(shape \(0,\), strides \(1,\), offset 9; its "
+                    r"storage 0 holds 6 elements\)"),
+    (5, (2,), (1,), r"\(shape \(2,\)\) reads past the end of its storage \(strides \(1,\), offset 5: "
+                    r"its last element is number 6; its storage 0 holds 6 elements\)"),
+    (0, (1,) * 65, (1,) * 65, r"has 65 dimensions, more than the 64 NumPy supports"),
+], ids=["numel-overflows-int64", "huge-dim", "more-than-storage", "empty-but-huge", "offset-past-end",
+        "reads-past-end", "too-many-dims"])
+def test_tensors_the_storage_cannot_hold_are_refused(tmp_path, offset, size, stride, message):
+    path = write_pth(tmp_path / "x.pth", op_dict(w=op_tensor("0", offset, size, stride, 6)) + b".", {"0": DATA6})
+    with pytest.raises(ValueError, match="x.pth is not a readable PyTorch .pth file .*tensor 'w' " + message):
+        load_pth(path)
+
+
+def test_the_stride_of_a_length_1_axis_may_be_anything(tmp_path):
+    path = write_pth(tmp_path / "x.pth", op_dict(w=op_tensor("0", 2, (1, 3), (2 ** 70, 1), 6)) + b".", {"0": DATA6})
+    np.testing.assert_array_equal(load_pth(path)["w"], [[2, 3, 4]])
+
+
+def test_negative_sizes_are_refused_naming_them(tmp_path):
+    pickled = op_dict(w=op_tensor("0", 0, (3, 2), (2, 1), 6)).replace(b"I3\nI2\nt", b"I-3\nI2\nt") + b"."
+    path = write_pth(tmp_path / "neg.pth", pickled, {"0": DATA6})
+    with pytest.raises(ValueError, match=r"tensor 'w' has a malformed description \(shape \(-3, 2\), "
+                                         r"strides \(2, 1\)"):
+        load_pth(path)
+
+
+def test_every_tensor_is_checked_before_any_is_built(tmp_path, monkeypatch):
+    from tinydense import pth
+    built = []
+    real = pth._materialize
+    monkeypatch.setattr(pth, "_materialize", lambda *args: built.append(args) or real(*args))
+    good, bad = op_tensor("0", 0, (2, 3), (3, 1), 6), op_tensor("0", 0, (10 ** 6,), (0,), 6)
+    path = write_pth(tmp_path / "x.pth", op_dict(good=good, bad=bad) + b".", {"0": DATA6})
+    with pytest.raises(ValueError, match="tensor 'bad' has 1000000 elements"):
+        load_pth(path)
+    assert built == []                       # 'good' came first, but nothing was materialised
+
+
+def test_a_legacy_storage_larger_than_the_file_is_refused_before_it_is_read(tmp_path):
+    header = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19." + b"I1001\n." + b"}."
+    n = 2 ** 50                             # 4 PiB of float32 claimed, 8 bytes present
+    body = op_dict(w=op_tensor("0", 0, (1,), (1,), n, legacy=True)) + b"." + b"(V0\nl."
+    path = tmp_path / "legacy.pth"
+    path.write_bytes(header + body + n.to_bytes(8, "little") + np.ones(2, np.float32).tobytes())
+    with pytest.raises(ValueError, match=f"storage 0: {n} FloatStorage elements need {4 * n} bytes, "
+                                         f"the file has 8 left"):
+        load_pth(path)
 
 
 def test_files_that_are_not_state_dicts(tmp_path):

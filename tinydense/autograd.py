@@ -334,6 +334,8 @@ class Tensor:
         return _ops().Max.apply(self, axis=axis, keepdims=keepdims)
 
     def argmax(self, axis=None):
+        if axis is not None:
+            axis = _ops().normalize_axis(axis, self.ndim, "argmax")
         return Tensor(self.data.argmax(axis=axis))
 
     def reshape(self, *shape):
@@ -344,8 +346,9 @@ class Tensor:
     def view(self, *shape):
         return self.reshape(*shape)
 
-    def flatten(self, start_dim=0):
-        return self.reshape(self.shape[:start_dim] + (-1,))
+    def flatten(self, start_dim=0, end_dim=-1):
+        from .ops.shape import flatten
+        return flatten(self, start_dim, end_dim)
 
     def transpose(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):

@@ -116,30 +116,48 @@ def save(state, path) -> None:
         raise
 
 
+WHAT_A_CHECKPOINT_IS = (f"a tinydense checkpoint is an .npz archive (a zip of numeric .npy arrays with a "
+                        f"{MANIFEST} entry) written by tinydense.save or `tinydense train`")
+
+
 def load(path):
     """Read a checkpoint written by :func:`save`: the same nesting, with NumPy arrays.
-    Everything is read and checked before anything is returned."""
+    Everything is read and checked before anything is returned. A file that is not a
+    checkpoint gets our own ValueError: NumPy's messages for such files advise loading
+    them with pickle, which a checkpoint never needs and tinydense never does."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):      # the zip headers np.load looks for
+        found = ("it holds a single array (an .npy file), not an .npz archive" if head == b"\x93NUMPY"
+                 else "it is not a zip archive")
+        raise ValueError(f"{path} is not a tinydense checkpoint: {found}; {WHAT_A_CHECKPOINT_IS}")
     try:
         npz = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise ValueError(f"{path} is not a tinydense checkpoint (not an .npz file: {error})") from error
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable tinydense checkpoint (corrupt or truncated file: "
                          f"{error})") from error
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is not a tinydense checkpoint (it holds a single array, not an .npz archive)")
     with npz:
         if MANIFEST not in npz.files:
             raise ValueError(f"{path} is an .npz file but not a tinydense checkpoint (no {MANIFEST} entry; "
                              f"its entries: {', '.join(npz.files[:5])}{' ...' if len(npz.files) > 5 else ''})")
+        arrays = {}
+        for name in npz.files:
+            try:
+                arrays[name] = npz[name]
+            except ValueError:                   # NumPy's text here would advise allow_pickle=True
+                raise ValueError(f"{path} is not a valid tinydense checkpoint: its entry {name!r} is not a "
+                                 f"readable numeric array (damaged, or Python objects, which tinydense never "
+                                 f"unpickles); {WHAT_A_CHECKPOINT_IS}") from None
+            except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+                raise ValueError(f"{path} is a damaged tinydense checkpoint (corrupt or truncated: "
+                                 f"{error})") from error
         try:
-            manifest = json.loads(npz[MANIFEST].tobytes().decode("utf-8"))
-            arrays = {name: npz[name] for name in npz.files if name != MANIFEST}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
-            raise ValueError(f"{path} is a damaged tinydense checkpoint (corrupt or truncated: {error})") from error
+            manifest = json.loads(arrays.pop(MANIFEST).tobytes().decode("utf-8"))
+        except ValueError as error:          # not JSON, not UTF-8
+            raise ValueError(f"{path} is a damaged tinydense checkpoint (its {MANIFEST} entry: {error})") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tinydense checkpoint (its {MANIFEST} entry is not one)")
     if manifest.get("version") != VERSION:

@@ -21,8 +21,9 @@ the internet can run anything (e.g. ``os.system``). We unpickle with a
 ``RestrictedUnpickler`` that knows only the names above: it never imports
 torch, and any other name stops the load before anything is called. Our
 stand-ins for the rebuild functions only record their arguments; the
-arrays are cut out of the storages afterwards, with every offset and
-stride checked against the storage's size.
+arrays are cut out of the storages afterwards, once every tensor's shape,
+strides and offset have been checked against its storage's real size (so a
+few crafted bytes can never ask for terabytes).
 """
 from __future__ import annotations
 
@@ -71,10 +72,14 @@ class _Storage:
         self.key, self.type, self.numel = key, storage_type, numel
         self.values = None
 
-    def fill(self, raw: bytes, byteorder: str):
-        if len(raw) != self.numel * self.type.itemsize():
-            raise ValueError(f"storage {self.key} has {len(raw)} bytes, expected {self.numel} "
+    def check_size(self, nbytes):
+        """Refuse ``nbytes`` that cannot be this storage (called before they are read, too)."""
+        if nbytes != self.numel * self.type.itemsize():
+            raise ValueError(f"storage {self.key} has {nbytes} bytes, expected {self.numel} "
                              f"{self.type.name} elements")
+
+    def fill(self, raw: bytes, byteorder: str):
+        self.check_size(len(raw))
         order = "<" if byteorder == "little" else ">"
         if self.type.dtype == "bfloat16":     # the top half of a float32: shift it back into place
             bits = np.frombuffer(raw, dtype=order + "u2").astype(np.uint32) << 16
@@ -162,6 +167,7 @@ def _read_zip(path):
         for key, storage in storages.items():
             if f"{prefix}data/{key}" not in names:
                 raise ValueError(f"storage {key} is missing from the archive")
+            storage.check_size(zf.getinfo(f"{prefix}data/{key}").file_size)
             storage.fill(zf.read(f"{prefix}data/{key}"), byteorder)
     return obj
 
@@ -188,28 +194,54 @@ def _read_legacy(path):
             if count != storage.numel:
                 raise ValueError(f"storage {key}: expected {storage.numel} elements, the file says "
                                  f"{count if count >= 0 else 'nothing (truncated)'}")
+            left = os.fstat(f.fileno()).st_size - f.tell()
+            if count * storage.type.itemsize() > left:      # refused before a huge read is attempted
+                raise ValueError(f"storage {key}: {count} {storage.type.name} elements need "
+                                 f"{count * storage.type.itemsize()} bytes, the file has {left} left")
             storage.fill(f.read(count * storage.type.itemsize()), byteorder)
     return obj
 
 
-def _materialize(ref, name):
-    """Cut tensor ``name`` out of its storage as a new array, checking every index."""
+MAX_DIMS = 64                                  # NumPy's limit on the number of dimensions
+
+
+def _check_tensor(ref, name):
+    """Check tensor ``name`` against its storage before anything is allocated: its shape,
+    strides and offset must be non-negative integers, every element it reads must lie inside
+    the storage, and it may not have more elements than the storage holds (a stride of 0
+    repeats elements; a weights file never needs that, and a few bytes could ask for TiB)."""
     storage, offset, size, stride = ref.storage, ref.offset, ref.size, ref.stride
-    ints = lambda t: isinstance(t, tuple) and all(isinstance(v, int) and v >= 0 for v in t)  # noqa: E731
-    if not (isinstance(storage, _Storage) and isinstance(offset, int) and offset >= 0
+    ints = lambda t: isinstance(t, tuple) and all(type(v) is int and v >= 0 for v in t)  # noqa: E731
+    if not (isinstance(storage, _Storage) and type(offset) is int and offset >= 0
             and ints(size) and ints(stride) and len(size) == len(stride)):
-        raise ValueError(f"tensor {name!r} has a malformed description")
-    data = storage.values
-    numel = math.prod(size)
-    if numel == 0:
-        return np.zeros(size, dtype=data.dtype.newbyteorder("="))
+        raise ValueError(f"tensor {name!r} has a malformed description (shape {size!r}, strides "
+                         f"{stride!r}, offset {offset!r}: non-negative integers expected, one stride per axis)")
+    held = storage.numel
+    where = f"shape {size}, strides {stride}, offset {offset}; its storage {storage.key} holds {held} elements"
+    if len(size) > MAX_DIMS:
+        raise ValueError(f"tensor {name!r} has {len(size)} dimensions, more than the {MAX_DIMS} NumPy supports")
+    numel = math.prod(size)                      # a Python int: exact, never overflows
+    if numel > held:
+        raise ValueError(f"tensor {name!r} has {numel} elements, more than its storage holds ({where})")
+    if numel == 0 and math.prod(n for n in size if n) * storage.type.itemsize() >= 2 ** 63:
+        raise ValueError(f"tensor {name!r} is empty but has a shape too large for any array ({where})")
+    if offset > held:
+        raise ValueError(f"tensor {name!r} starts past the end of its storage ({where})")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= len(data):
-        raise ValueError(f"tensor {name!r} (shape {size}) reads past the end of its storage "
-                         f"({len(data)} elements)")
+    if numel and last >= held:
+        raise ValueError(f"tensor {name!r} (shape {size}) reads past the end of its storage (strides {stride}, "
+                         f"offset {offset}: its last element is number {last}; its storage {storage.key} "
+                         f"holds {held} elements)")
+
+
+def _materialize(ref):
+    """Cut a tensor (checked by ``_check_tensor``) out of its storage as a new array."""
+    data, offset, size, stride = ref.storage.values, ref.offset, ref.size, ref.stride
+    if math.prod(size) == 0:
+        return np.zeros(size, dtype=data.dtype.newbyteorder("="))
     index = np.asarray(offset)
-    for axis, (n, s) in enumerate(zip(size, stride)):   # index[i, j, ...] = offset + i*s0 + j*s1 + ...
-        index = index[..., None] + np.arange(n) * s
+    for n, s in zip(size, stride):               # index[i, j, ...] = offset + i*s0 + j*s1 + ...
+        index = index[..., None] + np.arange(n) * (s if n > 1 else 0)    # (a length-1 axis's stride is unused)
     return np.asarray(data[index], dtype=data.dtype.newbyteorder("="))   # a new array (0-d too)
 
 
@@ -261,12 +293,12 @@ def load_pth(path):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
             raise ValueError(f"it holds a {type(obj).__name__}, not a state_dict (a dict name -> tensor)")
-        state = OrderedDict()
-        for key, value in obj.items():
+        for key, value in obj.items():             # check every tensor before building any
             if not isinstance(key, str) or not isinstance(value, _TensorRef):
                 raise ValueError(f"entry {key!r} is a {type(value).__name__}, not a tensor; "
                                  f"expected a state_dict (a dict name -> tensor)")
-            state[key] = _materialize(value, key)
+            _check_tensor(value, key)
+        state = OrderedDict((key, _materialize(value)) for key, value in obj.items())
     except UnsafePickleError as error:
         raise UnsafePickleError(f"{path}: {error}") from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError, KeyError,

@@ -6,6 +6,8 @@ its gradient is summed back over the broadcast axes (``unbroadcast``).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend
@@ -114,50 +116,71 @@ class MatMul(Function):
         return ga, gb
 
 
-def _normalize_axis(axis, ndim):
+def normalize_axes(axis, ndim, op):
+    """The axes an op was given, as non-negative ints in the order given.
+
+    ``axis``: None (every axis), an int, or a sequence of ints; each in
+    [-ndim, ndim), -1 being the last axis (NumPy's and PyTorch's rule).
+    Every op that takes axes goes through here, so forward and backward agree
+    on them. ``op`` names the op in the errors: ValueError for an axis out of
+    range or named twice, TypeError for one that is not an integer.
+    """
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    for ax in axes:
+    axes = []
+    given = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    for ax in given:
+        if isinstance(ax, bool) or not isinstance(ax, (int, np.integer)):
+            raise TypeError(f"{op}: axis must be None, an integer or a tuple of integers, got {axis!r}")
         if not -ndim <= ax < ndim:
-            raise ValueError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
-    return tuple(ax % ndim for ax in axes)
+            raise ValueError(f"{op}: axis {ax} is out of range for a {ndim}-D tensor "
+                             f"(valid axes: {-ndim} to {ndim - 1})")
+        if ax % ndim in axes:
+            raise ValueError(f"{op}: axes {axis!r} name dimension {ax % ndim} of a {ndim}-D tensor twice")
+        axes.append(int(ax) % ndim)
+    return tuple(axes)
+
+
+def normalize_axis(axis, ndim, op):
+    """One axis (an int in [-ndim, ndim)) as a non-negative int; see ``normalize_axes``."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: axis must be an integer, got {axis!r}")
+    return normalize_axes(axis, ndim, op)[0]
 
 
 class Sum(Function):
     # z = sum over axes ; the gradient is g copied back along those axes
     def forward(self, a, axis=None, keepdims=False):
-        self.shape, self.axes = a.shape, _normalize_axis(axis, a.ndim)
+        self.shape, self.axes, self.keepdims = a.shape, normalize_axes(axis, a.ndim, "sum"), keepdims
         return a.sum(axis=self.axes, keepdims=keepdims)
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        g = xp.expand_dims(g, self.axes) if g.ndim != len(self.shape) else g
+        g = g if self.keepdims else xp.expand_dims(g, self.axes)
         return xp.broadcast_to(g, self.shape)
 
 
 class Mean(Function):
     # z = sum / count ; the gradient is g / count copied back
     def forward(self, a, axis=None, keepdims=False):
-        self.shape, self.axes = a.shape, _normalize_axis(axis, a.ndim)
-        self.count = int(np.prod([a.shape[ax] for ax in self.axes]))
+        self.shape, self.axes, self.keepdims = a.shape, normalize_axes(axis, a.ndim, "mean"), keepdims
+        self.count = math.prod(a.shape[ax] for ax in self.axes)
         return a.mean(axis=self.axes, keepdims=keepdims)
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        g = xp.expand_dims(g, self.axes) if g.ndim != len(self.shape) else g
+        g = g if self.keepdims else xp.expand_dims(g, self.axes)
         return xp.broadcast_to(g / g.dtype.type(self.count), self.shape)
 
 
 class Max(Function):
     # z = max over axes ; the gradient goes to the maximal entries (split evenly on ties)
     def forward(self, a, axis=None, keepdims=False):
-        self.a, self.axes = a, _normalize_axis(axis, a.ndim)
+        self.a, self.axes = a, normalize_axes(axis, a.ndim, "max")
         self.out = a.max(axis=self.axes, keepdims=True)
         return self.out if keepdims else self.out.reshape([n for i, n in enumerate(a.shape) if i not in self.axes])
 
     def backward(self, g):
-        xp = backend.get_array_module(g)
         g = g.reshape(self.out.shape)
         mask = self.a == self.out
         return mask * (g / mask.sum(axis=self.axes, keepdims=True).astype(g.dtype))
@@ -177,12 +200,14 @@ class Reshape(Function):
 
 
 class Transpose(Function):
-    # permute axes ; backward applies the inverse permutation
+    # z = a with its axes permuted: z.shape[i] = a.shape[axes[i]] ; backward applies the inverse
+    # permutation (argsort of the axes, made non-negative first: -1 is the last axis)
     def forward(self, a, axes=None):
         xp = backend.get_array_module(a)
-        self.axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
-        if sorted(ax % a.ndim for ax in self.axes) != list(range(a.ndim)):
-            raise ValueError(f"transpose axes {axes} are not a permutation of a {a.ndim}-D tensor's axes")
+        self.axes = tuple(range(a.ndim))[::-1] if axes is None else normalize_axes(axes, a.ndim, "transpose")
+        if len(self.axes) != a.ndim:
+            raise ValueError(f"transpose: axes {tuple(axes)} must name each of the {a.ndim} dimensions "
+                             f"exactly once (a tensor of shape {tuple(a.shape)})")
         return xp.transpose(a, self.axes)
 
     def backward(self, g):
@@ -233,23 +258,33 @@ class Log(Function):
 
 class Sigmoid(Function):
     # z = 1 / (1 + e^-a) ; dz/da = z (1 - z)
+    # Both computed from e = exp(-|a|), which lies in (0, 1] and cannot overflow:
+    #   z = 1 / (1 + e) for a >= 0,  z = e / (1 + e) for a < 0  (= e^a / (1 + e^a))
+    #   dz/da = e / (1 + e)^2 on both sides (sigmoid' is even)
+    # No form subtracts nearly equal numbers, so every digit survives: sigmoid(-40) = 4.25e-18,
+    # where 0.5 * (tanh(a/2) + 1) gives 0, and dz/da at a = 40 is 4.25e-18, where z (1 - z) gives 0.
     def forward(self, a):
         xp = backend.get_array_module(a)
-        self.out = 0.5 * (xp.tanh(0.5 * a) + 1)   # the same function, without overflow
-        return self.out
+        self.e = xp.exp(-xp.abs(a))
+        d = 1 + self.e
+        return xp.where(a >= 0, 1 / d, self.e / d)
 
     def backward(self, g):
-        return g * self.out * (1 - self.out)
+        return g * (self.e / ((1 + self.e) * (1 + self.e)))
 
 
 class Tanh(Function):
-    # z = tanh a ; dz/da = 1 - z^2
+    # z = tanh a ; dz/da = 1 - z^2 = 4e / (1 + e)^2 with e = exp(-2|a|) in (0, 1]
+    # (for |a| > 19, z rounds to +-1 and 1 - z^2 to 0; the second form keeps every digit)
     def forward(self, a):
-        self.out = backend.get_array_module(a).tanh(a)
-        return self.out
+        xp = backend.get_array_module(a)
+        self.a = a
+        return xp.tanh(a)
 
     def backward(self, g):
-        return g * (1 - self.out * self.out)
+        xp = backend.get_array_module(g)
+        e = xp.exp(-2 * xp.abs(self.a))
+        return g * (4 * e / ((1 + e) * (1 + e)))
 
 
 class Cast(Function):

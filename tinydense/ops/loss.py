@@ -1,20 +1,33 @@
 """Log-softmax and cross-entropy.
 
-    log_softmax(z)_i = z_i - m - log sum_j exp(z_j - m),  m = max_j z_j  (stable for |z| ~ 1e4)
+    log_softmax(z)_i = s_i - log sum_j exp(s_j),  s = z - max_j z_j  (s <= 0: no exp overflows)
     backward: dz = g - softmax(z) * sum_i g_i
     cross_entropy(z, y) = -(1/N) sum_n log_softmax(z_n)[y_n]
     backward: dz = (softmax(z) - onehot(y)) / N
+
+Extreme logits behave as in PyTorch: logits 1e300 apart give finite values,
+a logit of -inf gets log-probability -inf (and a finite gradient), +inf or
+NaN give NaN.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Function, Tensor
+from .arithmetic import normalize_axis
 
 
 def _log_softmax(z, axis):
     xp = backend.get_array_module(z)
-    shifted = z - z.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    with np.errstate(over="ignore"):      # logits ~1e308 apart: s rounds to -inf, exp(s) = 0, as it should
+        s = z - z.max(axis=axis, keepdims=True)
+    # sum_j exp(s_j) = (number of maxima, where s = 0) + rest, rest = sum of exp(s_j) below the maximum.
+    # log1p(rest + count - 1) keeps the digits of a tiny rest (a confident prediction:
+    # log_softmax(0, -40)[0] = -4.25e-18) that log(1 + rest) would round to 0.
+    count = (s == 0).sum(axis=axis, keepdims=True, dtype=z.dtype)
+    rest = (xp.exp(s) * (s < 0)).sum(axis=axis, keepdims=True)
+    return s - xp.log1p(rest + (count - 1))
 
 
 class LogSoftmax(Function):
@@ -45,8 +58,9 @@ class CrossEntropy(Function):
 
 
 def log_softmax(x, axis=-1):
-    """log(softmax(x)) along ``axis``, computed stably."""
-    return LogSoftmax.apply(x, axis=axis)
+    """log(softmax(x)) along ``axis`` (negative counts from the end), computed stably."""
+    ndim = len((x.data if isinstance(x, Tensor) else x).shape)
+    return LogSoftmax.apply(x, axis=normalize_axis(axis, ndim, "log_softmax"))
 
 
 def cross_entropy(logits, labels):

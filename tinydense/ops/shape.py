@@ -1,8 +1,11 @@
 """Concatenation and flattening: ops that move values without changing them."""
 from __future__ import annotations
 
+import math
+
 from .. import backend
 from ..autograd import Function, Tensor
+from .arithmetic import normalize_axis
 
 
 class Cat(Function):
@@ -27,8 +30,8 @@ class Cat(Function):
 
 
 def cat(tensors, axis=1):
-    """Concatenate tensors along ``axis`` (default 1: channels of NCHW).
-    Every other dimension must match."""
+    """Concatenate tensors along ``axis`` (default 1: channels of NCHW; negative
+    axes count from the end). Every other dimension must match."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat needs at least one tensor")
@@ -36,16 +39,22 @@ def cat(tensors, axis=1):
     ndim = len(shapes[0])
     if any(len(s) != ndim for s in shapes):
         raise ValueError(f"cat: tensors have different numbers of dimensions: {shapes}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"cat: axis {axis} is out of range for {ndim}-D tensors")
-    axis %= ndim
+    axis = normalize_axis(axis, ndim, "cat")
     rest = {s[:axis] + s[axis + 1:] for s in shapes}
     if len(rest) > 1:
         raise ValueError(f"cat along axis {axis}: all other dimensions must match, got shapes {shapes}")
     return Cat.apply(*tensors, axis=axis)
 
 
-def flatten(x, start_dim=1):
-    """Merge all dimensions from ``start_dim`` on: (N, C, H, W) -> (N, C*H*W)."""
-    shape = x.shape
-    return x.reshape(tuple(shape[:start_dim]) + (-1,))
+def flatten(x, start_dim=1, end_dim=-1):
+    """Merge dimensions ``start_dim`` to ``end_dim`` (both included; negative
+    counts from the end) into one: (N, C, H, W) -> (N, C*H*W) by default.
+    A 0-d tensor becomes shape (1,), as in PyTorch."""
+    shape = tuple(x.shape)
+    ndim = max(len(shape), 1)                  # a 0-d tensor flattens like a 1-d one
+    start = normalize_axis(start_dim, ndim, "flatten start_dim")
+    end = normalize_axis(end_dim, ndim, "flatten end_dim")
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                         f"(a tensor of shape {shape})")
+    return x.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
