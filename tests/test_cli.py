@@ -16,10 +16,30 @@ TINY = ["--model", "densenet", "--depth", "7", "--growth-rate", "4", "--batch-si
         "--limit-train", "64", "--limit-test", "32", "--no-progress", "--no-download"]
 
 
+def environment():
+    """The environment of the commands: this one without $TINYDENSE_DATA (each test says
+    where its data are, with --data-dir or through a run's recorded directory)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("TINYDENSE_DATA", None)
+    return env
+
+
 def tinydense(*args, cwd, timeout=120):
     """Run ``python -m tinydense ARGS``; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "tinydense", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                          text=True, timeout=timeout, env=environment())
+
+
+def in_process(*args, capsys):
+    """``tinydense ARGS`` run by ``tinydense.cli.main`` in this process (for the quick
+    refusals: no interpreter start-up); returns an object like a CompletedProcess."""
+    from types import SimpleNamespace
+
+    from tinydense.cli import main
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
 
 
 def one_error_line(result, *fragments):
@@ -34,7 +54,7 @@ def one_error_line(result, *fragments):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar")
-    write_cifar(root, per_file=16, test_size=32, learnable=True)
+    write_cifar(root, per_file=16, test_size=48, learnable=True)           # the runs use 32 (--limit-test)
     return root
 
 
@@ -52,7 +72,7 @@ def test_train_writes_a_run(run):
     assert sorted(os.listdir(out)) == ["best.npz", "config.json", "curves.png", "last.npz", "metrics.csv"]
     assert "epoch 1/2" in result.stdout and "epoch 2/2" in result.stdout and "img/s" in result.stdout
     assert "lr 0.1 " in result.stdout and "lr 0.01 " in result.stdout             # milestones [1]
-    assert "done: best test accuracy" in result.stdout
+    assert "done: final test accuracy" in result.stdout and "best.npz holds epoch" in result.stdout
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -107,7 +127,7 @@ def test_evaluate_prints_accuracy_per_class_and_confusion(run, data, tmp_path):
     result = tinydense("evaluate", out / "best.npz", "--data-dir", data, "--plot", png, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert "test accuracy" in text and " of 32)" in text
+    assert "test accuracy" in text and " of 32 test images" in text
     assert "class" in text and "class0" in text and "class9" in text
     assert "confusion matrix (rows: true class, columns: predicted)" in text
     matrix = [line.split()[1:] for line in text.splitlines() if line.startswith("class") and
@@ -147,6 +167,13 @@ def test_gradcheck_table():
     (["--limit-train", "0"], ["limit-train must be a positive number"]),
     (["--device", "cuda"], ["CUDA is not available"]),
     (["--compression", "1.5", "--model", "densenet-bc"], ["compression must be in (0, 1]"]),
+    (["--momentum", "1"], ["momentum must be in [0, 1), got 1.0"]),
+    (["--momentum", "-0.1"], ["momentum must be a non-negative number"]),
+    (["--compression", "0.01", "--depth", "40"], ["--compression", "0 channels in transition 1", "96 channels"]),
+    (["--device", "cpu:7"], ["unknown device 'cpu:7'"]),
+    (["--model", "resnet", "--depth", "20", "--growth-rate", "24"], ["--growth-rate apply to DenseNets only"]),
+    (["--model", "resnet", "--drop-rate", "0.2"], ["--drop-rate apply to DenseNets only"]),
+    (["--threads", "0"], ["threads must be a positive integer"]),
 ])
 def test_bad_training_options(tmp_path, data, args, fragments):
     from tinydense.backend import cuda_available
@@ -158,6 +185,132 @@ def test_bad_training_options(tmp_path, data, args, fragments):
     result = tinydense("train", "--data-dir", data, "--out", out, "--no-progress", *args, cwd=tmp_path)
     one_error_line(result, *fragments)
     assert os.listdir(out) == ["last.npz"] and (out / "last.npz").read_bytes() == b"precious"
+
+
+def test_an_out_that_is_no_run_directory_is_refused_before_anything(tmp_path, data, capsys, monkeypatch):
+    """Regression: --out existing_file printed the header and loaded the data first;
+    a folder of other files was written into."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").write_text("mine")
+    result = in_process("train", *TINY, "--data-dir", data, "--out", "notes", capsys=capsys)
+    one_error_line(result, "--out notes is a file, not a directory")
+    assert result.stdout == "" and (tmp_path / "notes").read_text() == "mine"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.txt").write_text("a")
+    one_error_line(in_process("train", *TINY, "--data-dir", tmp_path / "nothing", "--out", "mine", capsys=capsys),
+                   "--out mine is not empty and not a tinydense run (it holds a.txt)", "--out-exists-ok")
+    result = in_process("train", *TINY, "--epochs", 1, "--data-dir", data, "--out", "mine", "--out-exists-ok",
+                        capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "mine")) == ["a.txt", "best.npz", "config.json", "curves.png", "last.npz",
+                                                     "metrics.csv"]
+
+
+def test_the_header_and_the_last_line_say_what_the_run_does(tmp_path, data, capsys, monkeypatch):
+    """Regression: "1 epochs", "x0.1 at epochs []", and a "best" accuracy chosen on the test set
+    presented as the result."""
+    result = tinydense("train", *TINY, "--epochs", 1, "--data-dir", data, "--out", "r", "--threads", 1,
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[:2]
+    assert header[0].endswith(", 1 BLAS thread")
+    assert header[1].startswith("recipe: 1 epoch, batch 32, lr 0.1, no learning-rate drops, momentum 0.9 (Nesterov)")
+    assert "epochs" not in header[1] and "[]" not in header[1]
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("done: final test accuracy ") and "(epoch 1), the number to report" in last
+    assert "chosen on the test set (an optimistic number; --val-split N" in last
+    monkeypatch.chdir(tmp_path)
+    result = in_process("train", *TINY, "--epochs", 3, "--val-split", 16, "--data-dir", data, "--out", "v",
+                        capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "cifar10 with 64 training images, 16 of them held out for validation (--val-split)" in lines[0]
+    assert "lr 0.1 x0.1 after epochs 1, 2" in lines[1]
+    assert "val loss" in lines[2] and "the best validation accuracy" in lines[-1]
+    estimate = next(line for line in lines if line.startswith("estimated time for the run: "))
+    assert "3 epochs x 2 batches" in estimate and "testing 48 images per epoch" in estimate   # 32 test + 16 val
+
+
+def test_sigterm_saves_exits_143_and_a_second_run_is_locked_out(tmp_path, data):
+    """Regression: SIGTERM killed a run without saving, and a second train into the same
+    --out ran beside the first."""
+    proc = subprocess.Popen([sys.executable, "-m", "tinydense", "train", *TINY, "--epochs", "200",
+                             "--data-dir", str(data), "--out", "run"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
+    try:
+        for line in proc.stdout:                           # wait for the first epoch's line
+            if line.startswith("epoch "):
+                break
+        second = tinydense("train", *TINY, "--epochs", "200", "--data-dir", data, "--out", "run", cwd=tmp_path)
+        third = tinydense("train", "--resume", "--out", "run", "--no-progress", cwd=tmp_path)
+        assert proc.poll() is None, "the first run ended too early for this test"
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    for other in (second, third):
+        one_error_line(other, "is in use by another tinydense run", f"(pid {proc.pid} on ")
+    assert proc.returncode == 143, stderr
+    assert "SIGTERM: saving after this batch" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    epoch = int(checkpoint.load(tmp_path / "run" / "last.npz")["epoch"])
+    assert 1 <= epoch < 200
+    assert not (tmp_path / "run" / ".tinydense.lock").exists()
+    result = tinydense("train", "--resume", "--epochs", epoch + 1, "--out", "run", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, epoch + 2))
+
+
+def test_evaluate_uses_the_runs_test_images_unless_told(run, data, tmp_path):
+    """Regression: evaluate used the whole test set of a run trained with --limit-test."""
+    out, _ = run
+    default = tinydense("evaluate", out / "best.npz", "--data-dir", data, cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    assert " of 32 test images: the first 32, as the run used (--limit-test 32))" in default.stdout
+    every = tinydense("evaluate", out / "best.npz", "--data-dir", data, "--limit-test", "all", cwd=tmp_path)
+    assert " of 48 test images: all (--limit-test all))" in every.stdout
+    some = tinydense("evaluate", out / "best.npz", "--data-dir", data, "--limit-test", 8, cwd=tmp_path)
+    assert " of 8 test images: the first 8 (--limit-test 8))" in some.stdout
+
+
+def test_evaluate_refuses_a_checkpoint_with_non_finite_weights(run, data, tmp_path, capsys):
+    out, _ = run
+    state = checkpoint.load(out / "best.npz")
+    state["model"]["classifier.weight"][0, 0] = np.inf
+    checkpoint.save(state, tmp_path / "broken.npz")
+    one_error_line(in_process("evaluate", tmp_path / "broken.npz", "--data-dir", tmp_path / "not-read", capsys=capsys),
+                   "holds NaN or infinite weights", "classifier.weight", "Evaluate an earlier checkpoint")
+
+
+def test_images_take_the_format_of_their_suffix_and_are_checked_first(run, data, tmp_path, capsys):
+    """Regression: curves.svg and conf.jpg held PNG bytes; --plot into a missing directory
+    failed after the whole evaluation; plot titled a run by its folder's name."""
+    out, _ = run
+    result = tinydense("evaluate", out / "best.npz", "--data-dir", data, "--plot", tmp_path / "conf.jpg", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "conf.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    for target, message in ((tmp_path / "missing" / "conf.png", "there is no directory"),
+                            (tmp_path / "conf.txt", "must end in one of")):
+        result = in_process("evaluate", out / "best.npz", "--data-dir", tmp_path / "not-read", "--plot", target,
+                            capsys=capsys)
+        one_error_line(result, message)
+        assert result.stdout == ""                                       # nothing evaluated
+    renamed = tmp_path / "my-folder"
+    renamed.mkdir()
+    for name in ("metrics.csv", "config.json"):
+        (renamed / name).write_bytes((out / name).read_bytes())
+    result = in_process("plot", renamed, "--out", tmp_path / "curves.svg", capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    svg = (tmp_path / "curves.svg").read_text()
+    assert svg.startswith("<?xml") and "<svg" in svg
+    assert "densenet-L7-k4-cifar10" in svg and "my-folder" not in svg          # the run's name as the title
+    one_error_line(in_process("plot", renamed, "--out", tmp_path / "curves.bmp", capsys=capsys), "must end in one of")
+
+
+def test_summary_of_a_huge_image_is_refused_with_an_estimate(capsys):
+    """Regression: a huge --image-size died in a raw allocation error."""
+    result = in_process("summary", "--depth", 40, "--image-size", 100000, capsys=capsys)
+    one_error_line(result, "summary: an input of 1x3x100000x100000 would need about", "GB for the layer outputs")
 
 
 def test_unknown_names_are_refused_by_argparse(tmp_path):

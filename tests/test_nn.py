@@ -220,6 +220,40 @@ def test_double_and_float_keep_parameter_identity():
         m.to("tpu")
 
 
+def test_to_takes_dtypes_and_devices_as_pytorch_does():
+    """model.to(np.float64), to("cpu", np.float64), to(dtype=...): regression, a dtype
+    given positionally used to be taken for a device name."""
+    m = Tiny()
+    params = list(m.parameters())
+    assert m.to(np.float64) is m and all(p.dtype == np.float64 for p in m.parameters())
+    assert m.to("cpu", np.float32) is m and all(p.dtype == np.float32 for p in m.parameters())
+    assert m.to(np.dtype("float64"), "cpu").bn.running_var.dtype == np.float64
+    assert m.to(dtype="float32").steps.dtype == np.float32 and m.to(device="cpu") is m
+    assert all(a is b for a, b in zip(params, m.parameters()))
+    assert m.bn.num_batches_tracked.dtype == np.int64
+    with pytest.raises(TypeError, match="at most one device name and one dtype"):
+        m.to("cpu", "cpu")
+    with pytest.raises(TypeError, match="neither a device name nor a dtype"):
+        m.to(object())
+    with pytest.raises(TypeError, match="floating-point"):       # checked before the device changes anything
+        m.to("cpu", np.int64)
+    assert all(p.dtype == np.float32 for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["cpu:7", "cpu:0", "gpu", "CUDA", "cuda:1", "cuda:x", "", "cuda:"])
+def test_check_device_names_what_it_refuses(name):
+    """Only "cpu", "cuda" and "cuda:0" are devices: regression, "cpu:7" used to mean cpu."""
+    with pytest.raises(ValueError, match=repr(name)):
+        backend.check_device(name)
+    assert backend.check_device("cpu") == "cpu"
+    if backend.cuda_available():
+        assert backend.check_device("cuda") == backend.check_device("cuda:0") == "cuda"
+    else:
+        for cuda in ("cuda", "cuda:0"):
+            with pytest.raises(ValueError, match="CUDA is not available"):
+                backend.check_device(cuda)
+
+
 @pytest.mark.skipif(not backend.cuda_available(), reason="CUDA not available")
 def test_to_cuda_moves_parameters_and_buffers():
     m = Tiny()

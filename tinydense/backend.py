@@ -43,11 +43,16 @@ def device_of(array) -> str:
 
 
 def check_device(device: str) -> str:
-    """Validate a device name; returns ``"cpu"`` or ``"cuda"``."""
+    """Validate a device name: ``"cpu"``, or ``"cuda"`` (the same as ``"cuda:0"``:
+    tinydense uses one GPU, CuPy's current device). Returns ``"cpu"`` or ``"cuda"``;
+    anything else is a ValueError naming it."""
     if not isinstance(device, str):
         raise TypeError(f"device must be a string 'cpu' or 'cuda', got {type(device).__name__}")
-    name = device.split(":")[0]
-    if name not in ("cpu", "cuda"):
+    if device.startswith("cuda:") and device[5:].isdigit() and device != "cuda:0":
+        raise ValueError(f"device {device!r}: tinydense uses one GPU, 'cuda' (or 'cuda:0'); to run on "
+                         f"another one, make it the only visible one: CUDA_VISIBLE_DEVICES={device[5:]}")
+    name = {"cpu": "cpu", "cuda": "cuda", "cuda:0": "cuda"}.get(device)
+    if name is None:
         raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
     if name == "cuda" and not cuda_available():
         raise ValueError("device 'cuda' requested but CUDA is not available "

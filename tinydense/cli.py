@@ -3,16 +3,18 @@
     tinydense train        train a model on CIFAR (default: DenseNet-BC L=100 k=12,
                            CIFAR-10, the paper's recipe, 300 epochs)
     tinydense evaluate     test accuracy, per-class accuracy and confusion matrix of a checkpoint
-    tinydense plot         loss, accuracy and learning-rate curves of a run, as a PNG
+    tinydense plot         loss, accuracy and learning-rate curves of a run, as an image
     tinydense summary      the layer-by-layer table of a model
     tinydense gradcheck    check every op's backward pass against finite differences
 
 Bad input gives one line on stderr and a non-zero exit status, before any
-file is touched.
+file is touched or any data are read.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
 from pathlib import Path
 
@@ -23,7 +25,25 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 # train options whose value goes into the run configuration (argparse dest -> config key)
 CONFIG_OPTIONS = ("model", "depth", "growth_rate", "compression", "drop_rate", "dataset", "epochs",
                   "batch_size", "lr", "momentum", "weight_decay", "milestones", "limit_train",
-                  "limit_test", "seed", "device")
+                  "limit_test", "val_split", "seed", "device")
+
+THREADS_HELP = ("threads of the BLAS library behind the matrix products (default: its own choice, one per "
+                "core). Two runs at once on one machine each start one thread per core and slow each other "
+                "down many times over (oversubscription: e.g. 10 instead of 200 img/s each): give each run "
+                "--threads CORES/RUNS")
+
+
+def _images(text):
+    """A positive number of images, or 'all'."""
+    if text == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of images or 'all', got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of images or 'all', got {value}")
+    return value
 
 
 def _add_model_options(p, training):
@@ -33,7 +53,7 @@ def _add_model_options(p, training):
     g.add_argument("--depth", type=int, help="depth L (default: 100 for densenet-bc, 40 for densenet, "
                                              "110 for resnet)")
     g.add_argument("--growth-rate", type=int, help="growth rate k of a DenseNet (default: 12)")
-    g.add_argument("--compression", type=float, help="compression theta of the transitions "
+    g.add_argument("--compression", type=float, help="compression theta of a DenseNet's transitions "
                                                      "(default: 0.5 for densenet-bc, 1 for densenet)")
     g.add_argument("--drop-rate", type=float, help="dropout after each convolution of a DenseNet (default: 0)")
     g.add_argument("--dataset", choices=tuple(DATASETS), default=None,
@@ -43,20 +63,30 @@ def _add_model_options(p, training):
     g = p.add_argument_group("training (default: the paper's recipe)")
     g.add_argument("--epochs", type=int, help="number of epochs to train (default: 300)")
     g.add_argument("--batch-size", type=int, help="images per batch (default: 64)")
-    g.add_argument("--lr", type=float, help="initial learning rate (default: 0.1)")
-    g.add_argument("--momentum", type=float, help="Nesterov momentum (default: 0.9)")
+    g.add_argument("--lr", type=float, help="initial learning rate (default: 0.1); with --resume, the new "
+                                            "base rate from the resumed epoch on, the drops still applied")
+    g.add_argument("--momentum", type=float, help="Nesterov momentum, in [0, 1) (default: 0.9)")
     g.add_argument("--weight-decay", type=float, help="L2 weight decay (default: 1e-4)")
     g.add_argument("--milestones", type=int, nargs="+", metavar="EPOCH",
-                   help="epochs at which the learning rate is divided by 10 (default: 50%% and 75%% of --epochs)")
+                   help="epochs after which the learning rate is divided by 10 (default: 50%% and 75%% of --epochs)")
     g.add_argument("--no-augment", action="store_true", help="no random crops and flips")
     g.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images only")
     g.add_argument("--limit-test", type=int, metavar="N", help="test on the first N test images only")
+    g.add_argument("--val-split", type=int, metavar="N",
+                   help="hold the last N training images (after --limit-train) out of training, and choose "
+                        "best.npz by the accuracy on them instead of on the test set (default: no validation "
+                        "images; best.npz by test accuracy, and the final epoch is the one to report)")
     g.add_argument("--seed", type=int, help="seed of every random generator (default: 0)")
     g.add_argument("--device", help="cpu or cuda (default: cpu)")
+    g.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     g = p.add_argument_group("files")
-    g.add_argument("--data-dir", help="directory holding cifar-10-batches-py/ (default: $TINYDENSE_DATA, else data/)")
+    g.add_argument("--data-dir", help="directory holding cifar-10-batches-py/ (default: $TINYDENSE_DATA, else, "
+                                      "with --resume, the run's, else data/)")
     g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
-    g.add_argument("--out", help="run directory (default: runs/<model>-L<depth>-k<growth>-<dataset>)")
+    g.add_argument("--out", help="run directory, new or empty (default: runs/<model>-L<depth>-k<growth>-<dataset>)")
+    g.add_argument("--out-exists-ok", action="store_true",
+                   help="let --out be a directory with other files: the run writes its own files beside them "
+                        "(never over a file of the same name)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
 
@@ -69,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on CIFAR-10/100",
                        description="Train on CIFAR. Defaults: DenseNet-BC L=100 k=12 on CIFAR-10 with the paper's "
                                    "recipe (300 epochs, batch 64, SGD with Nesterov momentum 0.9, lr 0.1 divided by "
-                                   "10 at 50% and 75% of the epochs, weight decay 1e-4, crops and flips).")
+                                   "10 at 50% and 75% of the epochs, weight decay 1e-4, crops and flips). After the "
+                                   "first batches it prints the estimated time of the whole run.")
     _add_model_options(p, training=True)
     p.set_defaults(func=cmd_train)
 
@@ -77,19 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a run's best.npz or last.npz")
     p.add_argument("--data-dir", help="directory holding the data set (default: $TINYDENSE_DATA, else data/)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
-    p.add_argument("--limit-test", type=int, metavar="N", help="use the first N test images only")
+    p.add_argument("--limit-test", type=_images, metavar="N",
+                   help="use the first N test images, or 'all' (default: what the run used, its --limit-test)")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
     p.add_argument("--device", help="cpu or cuda (default: the run's device)")
-    p.add_argument("--plot", nargs="?", const="", metavar="PNG",
-                   help="also draw the confusion matrix (default file: next to the checkpoint)")
+    p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+    p.add_argument("--plot", nargs="?", const="", metavar="IMAGE",
+                   help="also draw the confusion matrix; the suffix chooses the format (.png, .svg, .pdf ...; "
+                        "default file: CHECKPOINT-confusion.png next to the checkpoint)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("plot", help="loss, accuracy and learning-rate curves of a run, as a PNG")
+    p = sub.add_parser("plot", help="loss, accuracy and learning-rate curves of a run, as an image")
     p.add_argument("run_dir", metavar="DIR", help="a run directory (with metrics.csv)")
-    p.add_argument("--out", metavar="PNG", help="output file (default: DIR/curves.png)")
+    p.add_argument("--out", metavar="IMAGE", help="output file; the suffix chooses the format (.png, .svg, .pdf ...; "
+                                                  "default: DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("summary", help="the layer-by-layer table of a model")
+    p = sub.add_parser("summary", help="the layer-by-layer table of a model: shapes, parameters, "
+                                       "multiply-adds (MACs), memory",
+                       description="The layer-by-layer table of a model for one image: output shapes, "
+                                   "parameters, multiply-adds (MACs) and the memory of each output.")
     _add_model_options(p, training=False)
     p.add_argument("--image-size", type=int, default=32, help="input images are SIZE x SIZE (default: 32)")
     p.add_argument("--level", type=int, help="list the modules LEVEL levels down, each with the total of "
@@ -101,54 +139,108 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _schedule(c) -> str:
+    """The learning-rate schedule of a configuration, in words."""
+    from .training import base_lr
+    text = f"lr {c['lr']:g}"
+    if c["lr_changes"]:
+        change = c["lr_changes"][-1]
+        text += f" (set to {base_lr(c):g} from epoch {change['epoch']} on)"
+    milestones = c["milestones"]
+    if not milestones:
+        return text + ", no learning-rate drops"
+    epochs = ", ".join(map(str, milestones))
+    return text + f" x{c['gamma']:g} after epoch{'s' if len(milestones) > 1 else ''} {epochs}"
+
+
 def cmd_train(args) -> int:
     from .tools.plots import plot_curves
-    from .training import Trainer, make_config, run_name
+    from .training import Trainer, blas_threads, make_config, plural, run_name, set_blas_threads
+    if args.threads is not None:
+        set_blas_threads(args.threads)
     options = {k: getattr(args, k) for k in CONFIG_OPTIONS}
     if args.no_augment:
         options["augment"] = False
     out = Path(args.out) if args.out else Path("runs") / run_name(make_config(**options))
     trainer = Trainer(options, out, resume=args.resume, data_dir=args.data_dir,
-                      download=not args.no_download, progress=not args.no_progress)
+                      download=not args.no_download, progress=not args.no_progress, exist_ok=args.out_exists_ok)
     c = trainer.config
     n_params = sum(p.size for p in trainer.model.parameters())
-    print(f"{run_name(c)}: {n_params:,} parameters, {c['dataset']} with {len(trainer.train_set)} training "
-          f"and {len(trainer.test_set)} test images from {trainer.data_dir}, on {c['device']}")
-    print(f"recipe: {c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']} x{c['gamma']} at epochs "
-          f"{c['milestones']}, momentum {c['momentum']} (Nesterov), weight decay {c['weight_decay']}, "
+    val = (f", {len(trainer.val_set)} of them held out for validation (--val-split)"
+           if trainer.val_set is not None else "")
+    threads = blas_threads()
+    print(f"{run_name(c)}: {n_params:,} parameters, {c['dataset']} with "
+          f"{len(trainer.train_set) + (len(trainer.val_set) if trainer.val_set is not None else 0)} training "
+          f"images{val} and {len(trainer.test_set)} test images from {trainer.data_dir}, on {c['device']}"
+          + (f", {plural(threads, 'BLAS thread')}" if threads and c["device"] == "cpu" else ""))
+    print(f"recipe: {plural(c['epochs'], 'epoch')}, batch {c['batch_size']}, {_schedule(c)}, momentum "
+          f"{c['momentum']:g}{' (Nesterov)' if c['nesterov'] else ''}, weight decay {c['weight_decay']:g}, "
           f"augmentation {'on' if c['augment'] else 'off'}, seed {c['seed']}; writing to {out}", flush=True)
     status = trainer.fit()
     if status == "interrupted":
         print(f"tinydense: interrupted; continue with: tinydense train --out {out} --resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        signum = trainer.stop_signal
+        return EXIT_INTERRUPTED if signum in (None, signal.SIGINT) else 128 + signum
     plot_curves(trainer.metrics_path, out / "curves.png", title=run_name(c))
-    best = max(trainer.history, key=lambda r: r["test_acc"]) if trainer.history else None
-    if best is not None:
-        print(f"done: best test accuracy {100 * best['test_acc']:.2f}% (epoch {best['epoch']}), final "
-              f"{100 * trainer.history[-1]['test_acc']:.2f}%; files in {out}: last.npz, best.npz, "
-              f"metrics.csv, config.json, curves.png")
+    history = trainer.history
+    if history:
+        final = history[-1]
+        best = next((r for r in history if r["epoch"] == trainer.best_epoch), final)
+        if trainer.val_set is not None:
+            chosen = (f"best.npz holds epoch {best['epoch']}, the best validation accuracy "
+                      f"{100 * best['val_acc']:.2f}% (test accuracy {100 * best['test_acc']:.2f}%)")
+        else:
+            chosen = (f"best.npz holds epoch {best['epoch']}, {100 * best['test_acc']:.2f}%, chosen on the test "
+                      f"set (an optimistic number; --val-split N chooses on held-out training images)")
+        print(f"done: final test accuracy {100 * final['test_acc']:.2f}% (epoch {final['epoch']}), the number to "
+              f"report; {chosen}; files in {out}: last.npz, best.npz, metrics.csv, config.json, curves.png")
     return 0
+
+
+def _confusion_path(args):
+    """Where ``evaluate --plot`` draws (checked before any work), or None."""
+    from .tools.plots import check_image_path
+    if args.plot is None:
+        return None
+    checkpoint = Path(args.checkpoint)
+    path = Path(args.plot) if args.plot else checkpoint.with_name(f"{checkpoint.stem}-confusion.png")
+    check_image_path(path)
+    return path
 
 
 def cmd_evaluate(args) -> int:
     import numpy as np
 
     from .tools.plots import plot_confusion
-    from .training import evaluate, load_model
+    from .training import evaluate, load_model, nonfinite_entries, set_blas_threads
     if args.batch_size <= 0:
         raise ValueError(f"batch-size must be a positive integer, got {args.batch_size}")
+    plot_path = _confusion_path(args)
+    if args.threads is not None:
+        set_blas_threads(args.threads)
     model, state = load_model(args.checkpoint, device=args.device)
+    bad = nonfinite_entries(state["model"])
+    if bad:
+        raise ValueError(f"{args.checkpoint} holds NaN or infinite weights (in {len(bad)} of {len(state['model'])} "
+                         f"arrays: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}): the run diverged before it "
+                         f"was saved; its accuracy would mean nothing. Evaluate an earlier checkpoint")
     config = state["config"]
     data_dir = default_data_dir(args.data_dir)
     test = load_cifar(config["dataset"], data_dir, train=False, download=not args.no_download)
-    test = test.head(args.limit_test)
+    if args.limit_test is None:
+        limit = config["limit_test"]
+        which = f"the first {limit}, as the run used (--limit-test {limit})" if limit else "all"
+    else:
+        limit = None if args.limit_test == "all" else args.limit_test
+        which = f"the first {limit} (--limit-test {limit})" if limit else "all (--limit-test all)"
+    test = test.head(limit)
     loader = DataLoader(test, args.batch_size, mean=state["data"]["mean"], std=state["data"]["std"],
                         device=config["device"])
     result = evaluate(model, loader, test.num_classes, progress=sys.stderr.isatty())
     confusion = result["confusion"]
     print(f"{args.checkpoint}: {config['model']} L={config['depth']} on {config['dataset']}, after epoch "
           f"{int(state['epoch'])}: test accuracy {100 * result['acc']:.2f}% "
-          f"({int(np.trace(confusion))} of {len(test)}), loss {result['loss']:.4f}")
+          f"({int(np.trace(confusion))} of {len(test)} test images: {which}), loss {result['loss']:.4f}")
     width = max(len(c) for c in test.classes)
     print(f"\n{'class':<{width}}  images  correct  accuracy")
     for k, name in enumerate(test.classes):
@@ -161,23 +253,32 @@ def cmd_evaluate(args) -> int:
               + "".join(f"{name[:cell - 1]:>{cell}}" for name in test.classes))
         for k, name in enumerate(test.classes):
             print(f"{name:<{width}} " + "".join(f"{v:>{cell}d}" for v in confusion[k]))
-    elif args.plot is None:
+    elif plot_path is None:
         print(f"\n({len(test.classes)}x{len(test.classes)} confusion matrix: draw it with --plot)")
-    if args.plot is not None:
-        path = Path(args.plot) if args.plot else Path(args.checkpoint).with_name(
-            f"{Path(args.checkpoint).stem}-confusion.png")
-        plot_confusion(confusion, test.classes, path, title=f"{Path(args.checkpoint).name}: "
+    if plot_path is not None:
+        plot_confusion(confusion, test.classes, plot_path, title=f"{Path(args.checkpoint).name}: "
                        f"test accuracy {100 * result['acc']:.2f}%")
-        print(f"\nconfusion matrix drawn to {path}")
+        print(f"\nconfusion matrix drawn to {plot_path}")
     return 0
 
 
+def _run_title(run_dir) -> str:
+    """The run's name from its config.json, else the directory's name."""
+    from .training import run_name
+    try:
+        return run_name(json.loads((Path(run_dir) / "config.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(run_dir).name
+
+
 def cmd_plot(args) -> int:
-    from .tools.plots import plot_curves
+    from .tools.plots import check_image_path, plot_curves
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir} is not a run directory")
-    path = plot_curves(run_dir / "metrics.csv", args.out or run_dir / "curves.png", title=run_dir.name)
+    out = Path(args.out) if args.out else run_dir / "curves.png"
+    check_image_path(out)
+    path = plot_curves(run_dir / "metrics.csv", out, title=_run_title(run_dir))
     print(f"curves drawn to {path}")
     return 0
 
@@ -185,10 +286,10 @@ def cmd_plot(args) -> int:
 def cmd_summary(args) -> int:
     from .tools.summary import summary
     from .training import build_model, make_config
-    options = {k: getattr(args, k) for k in ("model", "depth", "growth_rate", "compression", "drop_rate", "dataset")}
-    model = build_model(make_config(**options))
     if args.image_size <= 0:
         raise ValueError(f"image-size must be a positive integer, got {args.image_size}")
+    options = {k: getattr(args, k) for k in ("model", "depth", "growth_rate", "compression", "drop_rate", "dataset")}
+    model = build_model(make_config(**options))
     print(summary(model, (3, args.image_size, args.image_size), depth=args.level))
     return 0
 

@@ -63,13 +63,13 @@ class DataNotFoundError(FileNotFoundError):
     """The data set is not where we looked; the message says what to fetch and where."""
 
 
-def default_data_dir(data_dir=None) -> Path:
+def default_data_dir(data_dir=None, recorded=None) -> Path:
     """The directory that holds ``cifar-10-batches-py/``: ``data_dir`` if given,
-    else the ``TINYDENSE_DATA`` environment variable, else ``data/`` in the
-    working directory."""
+    else the ``TINYDENSE_DATA`` environment variable, else ``recorded`` (the
+    directory a resumed run used), else ``data/`` in the working directory."""
     if data_dir is not None:
         return Path(data_dir)
-    return Path(os.environ.get("TINYDENSE_DATA") or "data")
+    return Path(os.environ.get("TINYDENSE_DATA") or recorded or "data")
 
 
 def missing_files(name, root) -> list:

@@ -12,7 +12,8 @@ The steps, each guarding against one way things go wrong:
 4. move the finished folder into place with one ``os.replace``.
 
 Whatever fails, including Ctrl-C, the temporary files are removed, so a
-later run never finds a half-written file that looks valid.
+later run never finds a half-written file that looks valid, and so are the
+directories the download created for them.
 """
 from __future__ import annotations
 
@@ -53,12 +54,17 @@ def download_cifar(name="cifar10", root="data", url=None, md5=None, progress=Tru
     by_hand = (f"Download {spec.archive} by hand from {CIFAR_PAGE} (\"python version\"), check that "
                f"its MD5 is {spec.md5} and extract it into {root.resolve()} so that "
                f"{target.resolve()} exists")
+    created = [p for p in (root, *root.parents) if not p.exists()]     # deepest first
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DownloadError(f"cannot create the data directory {root}: {e}") from e
-    fd, archive = tempfile.mkstemp(dir=root, prefix=f".{spec.archive}.", suffix=".part")
-    unpacked = None
+    try:
+        fd, archive = tempfile.mkstemp(dir=root, prefix=f".{spec.archive}.", suffix=".part")
+    except BaseException:
+        _remove_empty(created)
+        raise
+    unpacked, done = None, False
     try:
         with os.fdopen(fd, "wb") as f:
             digest = _fetch(url, f, progress, spec.archive)
@@ -71,6 +77,7 @@ def download_cifar(name="cifar10", root="data", url=None, md5=None, progress=Tru
         if not folder.is_dir():
             raise DownloadError(f"{url} does not contain a {spec.folder}/ folder. {by_hand}")
         os.replace(folder, target)
+        done = True
         return target
     except DownloadError:
         raise
@@ -80,6 +87,17 @@ def download_cifar(name="cifar10", root="data", url=None, md5=None, progress=Tru
         os.unlink(archive)
         if unpacked is not None:
             shutil.rmtree(unpacked, ignore_errors=True)
+        if not done:
+            _remove_empty(created)
+
+
+def _remove_empty(directories) -> None:
+    """Remove the directories a failed download created (deepest first), as long as they are empty."""
+    for d in directories:
+        try:
+            d.rmdir()
+        except OSError:
+            break
 
 
 def _fetch(url, f, progress, label) -> str:

@@ -256,16 +256,32 @@ class Module:
                 module._buffers[name] = fn(b)
         return self
 
-    def to(self, device=None, dtype=None) -> "Module":
-        """Move parameters and buffers to ``device`` ("cpu"/"cuda") and/or cast the
-        floating-point ones to ``dtype``. Returns self."""
+    def to(self, *args, device=None, dtype=None) -> "Module":
+        """Move parameters and buffers to a device ("cpu"/"cuda") and/or cast the
+        floating-point ones to a dtype, given as PyTorch takes them:
+        ``to("cuda")``, ``to(np.float64)``, ``to("cuda", np.float32)``,
+        ``to(device=..., dtype=...)`` (a string is a device, anything else a dtype).
+        Both are checked before anything changes. Returns self."""
+        for arg in args:
+            if isinstance(arg, str) and device is None:
+                device = arg
+            elif not isinstance(arg, str) and dtype is None:
+                dtype = arg
+            else:
+                raise TypeError(f"Module.to: got {arg!r} besides device={device!r}, dtype={dtype!r}; "
+                                f"expected at most one device name and one dtype")
         if device is not None:
             device = backend.check_device(device)
+        if dtype is not None:
+            try:
+                dtype = np.dtype(dtype)
+            except TypeError:
+                raise TypeError(f"Module.to: {dtype!r} is neither a device name nor a dtype") from None
+            if dtype.kind != "f":
+                raise TypeError(f"Module.to needs a floating-point dtype, got {dtype}")
+        if device is not None:
             self._convert(lambda a: backend.to_device(a, device))
         if dtype is not None:
-            dtype = np.dtype(dtype)
-            if dtype.kind != "f":
-                raise TypeError(f"Module.to(dtype=...) needs a floating-point dtype, got {dtype}")
             self._convert(lambda a: a.astype(dtype) if a.dtype.kind == "f" else a)
         return self
 

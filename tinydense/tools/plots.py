@@ -1,12 +1,14 @@
-"""Pictures of a run: training curves and a confusion matrix, as PNG files.
+"""Pictures of a run: training curves and a confusion matrix, as image files.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot, no window), so
-it works the same on a laptop, a server and in tests.
+it works the same on a laptop, a server and in tests. The file's suffix
+chooses the format (``.png``, ``.svg``, ``.pdf``, ``.jpg`` ...).
 """
 from __future__ import annotations
 
 import csv
 import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +22,38 @@ def _figure(width, height):
     return fig
 
 
-def _save(fig, path) -> Path:
-    """Save atomically: render to a temporary file, then rename it into place."""
+def image_formats() -> dict:
+    """The formats matplotlib can write: suffix -> description."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    return FigureCanvasBase.get_supported_filetypes()
+
+
+def check_image_path(path) -> str:
+    """The image format for ``path`` (from its suffix). ValueError, before any work,
+    if the suffix is not a format matplotlib writes or the directory does not exist."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    suffix = path.suffix.lower().lstrip(".")
+    formats = image_formats()
+    if suffix not in formats:
+        raise ValueError(f"cannot draw to {path}: the file name must end in one of "
+                         f"{', '.join('.' + f for f in sorted(formats))} (it chooses the format)")
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot draw to {path}: there is no directory {path.parent}")
+    return suffix
+
+
+def _save(fig, path) -> Path:
+    """Save in the format of ``path``'s suffix, atomically: render to a temporary
+    file beside it (``.NAME.*.tmp``), then rename it into place."""
+    path = Path(path)
+    fmt = check_image_path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fig.savefig(tmp)
+        with open(tmp, "xb") as f:
+            fig.savefig(f, format=fmt)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -46,38 +70,60 @@ def read_metrics(path) -> dict:
     return {c: np.array([float(r[c]) for r in rows]) for c in rows[0]}
 
 
-def plot_curves(metrics_csv, path, title=None) -> Path:
-    """Loss, accuracy and learning rate per epoch (train and test) to ``path``."""
+def curves_figure(m, title=None):
+    """The figure of :func:`plot_curves` for metrics ``m`` (as :func:`read_metrics` returns them).
+
+    Epoch e covers the interval (e-1, e] of the x axis, which starts at 0, so a
+    one-epoch run has a visible axis and learning rate. The best epoch is the one
+    best.npz holds: the first with the highest validation accuracy when the run
+    held some images out (``val_acc``), else the highest test accuracy."""
     from matplotlib.ticker import MaxNLocator
-    m = read_metrics(metrics_csv)
     epoch = m["epoch"]
     style = {"marker": "o", "markersize": 3} if len(epoch) <= 50 else {}
-    best = int(np.argmax(m["test_acc"]))
-    fig = _figure(13, 4)
+    chosen = "val_acc" if "val_acc" in m else "test_acc"
+    best = int(np.argmax(m[chosen]))
+    fig = _figure(13, 4.6)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     ax_loss.plot(epoch, m["train_loss"], label="train", **style)
+    if "val_loss" in m:
+        ax_loss.plot(epoch, m["val_loss"], label="validation", **style)
     ax_loss.plot(epoch, m["test_loss"], label="test", **style)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.plot(epoch, 100 * m["train_acc"], label="train", **style)
+    if "val_acc" in m:
+        ax_acc.plot(epoch, 100 * m["val_acc"], **style,
+                    label=f"validation (best {100 * m['val_acc'][best]:.2f}% at epoch {int(epoch[best])}: best.npz)")
     ax_acc.plot(epoch, 100 * m["test_acc"], **style,
-                label=f"test (best {100 * m['test_acc'][best]:.2f}% at epoch {int(epoch[best])})")
+                label=f"test (final {100 * m['test_acc'][-1]:.2f}%"
+                      + (f", best {100 * m['test_acc'][best]:.2f}% at epoch {int(epoch[best])})"
+                         if chosen == "test_acc" else ")"))
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    ax_lr.step(epoch, m["lr"], where="pre")           # epoch e trains with lr[e] during (e-1, e]
+    edges = np.concatenate([[epoch[0] - 1], epoch])
+    ax_lr.stairs(m["lr"], edges, baseline=None, linewidth=1.5)     # epoch e trains with lr[e] during (e-1, e]
     ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate", yscale="log")
-    for ax in (ax_loss, ax_acc):
-        ax.legend()
+    pad = 0.03 * (edges[-1] - edges[0])
     for ax in (ax_loss, ax_acc, ax_lr):
         ax.grid(alpha=0.3)
+        ax.set_xlim(edges[0] - pad, edges[-1] + pad)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (ax_loss, ax_acc):          # below the panel, never over the curves
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small", frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def plot_curves(metrics_csv, path, title=None) -> Path:
+    """Loss, accuracy and learning rate per epoch (train, validation if any, test) to ``path``."""
+    check_image_path(path)
+    return _save(curves_figure(read_metrics(metrics_csv), title), path)
 
 
 def plot_confusion(confusion, classes, path, title=None) -> Path:
     """The confusion matrix (rows: true class, columns: predicted) as a heat map,
     each row normalised to fractions of that class."""
+    check_image_path(path)
     confusion = np.asarray(confusion)
     k = len(classes)
     fraction = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
