@@ -4,9 +4,9 @@ For one image (batch 1) it runs the model on zeros, watching each layer,
 and reports per layer:
 
     output shape   C x H' x W'
-    params         learnable numbers in the layer (conv: C_out*C_in*kH*kW + C_out with bias)
+    params         learnable numbers in the layer (conv: C_out*(C_in/groups)*kH*kW + C_out with bias)
     FLOPs          multiply-adds, counted as in the CNN-architecture lecture:
-                     conv     C_out*H'*W' * C_in*kH*kW   (output elements x work per element)
+                     conv     C_out*H'*W' * (C_in/groups)*kH*kW   (output elements x work per element)
                      linear   in * out
                      pooling  C*H'*W' * kH*kW            (global pooling: every input once)
                      BN, ReLU, dropout, flatten, concatenation: 0
@@ -31,10 +31,10 @@ def _layer_flops(module, input_shape, output_shape):
     """Multiply-adds of one call of a leaf layer, for shapes without the batch axis."""
     if isinstance(module, Conv2d):
         kh, kw = module.kernel_size
-        return int(np.prod(output_shape)) * module.in_channels * kh * kw
+        return int(np.prod(output_shape)) * (module.in_channels // module.groups) * kh * kw
     if isinstance(module, Linear):
         return int(np.prod(output_shape[:-1], dtype=np.int64)) * module.in_features * module.out_features
-    if isinstance(module, (MaxPool2d, AvgPool2d)):      # AvgPool2d is a MaxPool2d subclass too
+    if isinstance(module, (MaxPool2d, AvgPool2d)):
         kh, kw = module.kernel_size
         return int(np.prod(output_shape)) * kh * kw
     if isinstance(module, AdaptiveAvgPool2d):
