@@ -376,7 +376,7 @@ def test_alexnet_per_layer_costs_as_the_lecture_gives_them():
     # the lecture's observations: memory in the early layers, parameters in the fc layers,
     # multiply-adds in the convs
     conv_rows = [rows[n] for n in convs]
-    assert sum(rows[n]["params"] for n in fcs) / s.total_params > 0.96
+    assert sum(rows[n]["params"] for n in fcs) / s.total_params > 0.95        # 58.6M of 61.1M
     assert sum(r["flops"] for r in conv_rows) / s.total_flops > 0.9
     assert max(s.rows, key=lambda r: r["memory_bytes"])["name"] in ("features.0", "features.1")
 

@@ -199,5 +199,7 @@ class GoogLeNet(Module):
 
 def googlenet(num_classes=1000, aux_logits=False, transform_input=False, dropout=0.2, dropout_aux=0.7):
     """torchvision's GoogLeNet (Inception v1 with batch norm), 6,624,904 parameters
-    without the auxiliary classifiers; ``aux_logits=True`` adds them (13,004,888 in all)."""
+    without the auxiliary classifiers; ``aux_logits=True`` adds them (13,004,888 in all).
+    torchvision's published weight file holds the auxiliary classifiers too and expects
+    ``transform_input=True``: load it into ``googlenet(aux_logits=True, transform_input=True)``."""
     return GoogLeNet(num_classes, aux_logits, transform_input, dropout, dropout_aux)
