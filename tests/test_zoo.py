@@ -110,7 +110,8 @@ def test_cifar_variants():
     assert r.conv1.weight.shape == (64, 3, 3, 3) and r.conv1.stride == (1, 1)
     assert isinstance(r.maxpool, td.nn.Identity)
     assert count(r) == TORCHVISION["resnet18"][0] - 64 * 3 * (49 - 9) - 513 * 990    # 3x3 stem, 10 classes
-    assert list(r.state_dict()) == list(build("resnet18").state_dict())              # the same names
+    names = lambda m: [key for key, *_ in m._state_entries()]                         # noqa: E731
+    assert names(r) == names(build("resnet18"))                                       # the same names
     v = build("cifar_vgg16_bn")
     assert v.classifier.weight.shape == (10, 512) and count(v) == 14_728_266
     with td.no_grad():
@@ -153,7 +154,7 @@ def smallest_input(model):
 
 
 @pytest.mark.parametrize("name, smallest", [
-    ("alexnet", 63), ("zfnet", 47), ("vgg11", 32), ("vgg19_bn", 32), ("googlenet", 15), ("googlenet_aux", 15),
+    ("alexnet", 63), ("zfnet", 47), ("vgg11_bn", 32), ("googlenet", 15), ("googlenet_aux", 15),
     ("resnet18", 1), ("resnext50_32x4d", 1)])
 def test_forward_at_the_smallest_valid_size(name, smallest):
     model = build(name, num_classes=7).eval()
@@ -170,11 +171,12 @@ def multiply_adds(s):
     return sum(r["flops"] for r in s.rows if r["type"] in ("Conv2d", "Linear"))
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "resnet50", "resnext50_32x4d", "wide_resnet50_2"])
+@pytest.mark.parametrize("name", ["alexnet", "googlenet", "resnet50", "resnext50_32x4d"])
 def test_224x224_forward_and_torchvisions_multiply_adds(name):
     """One 224x224 image through each family (the summary runs the forward pass); its
     convolution and linear multiply-adds are torchvision's documented GFLOPS. ResNeXt's
-    4.23 counts the grouped convolutions as C_out*H'*W'*(C_in/groups)*kH*kW."""
+    4.23 counts the grouped convolutions as C_out*H'*W'*(C_in/groups)*kH*kW. (VGG-16 at
+    224x224: test_vgg16_per_stage_costs_as_the_lecture_gives_them.)"""
     s = td.summary(build(name), (3, 224, 224))
     assert s.rows[-1]["output_shape"] == (1000,)
     assert round(multiply_adds(s) / 1e9, 3) == TORCHVISION[name][1]
