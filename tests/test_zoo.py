@@ -105,6 +105,21 @@ def test_zfnet_as_the_lecture_describes_it():
     assert count(build("zfnet", num_classes=10)) == zfnet_count(10)
 
 
+def test_alexnet_2012_is_the_two_gpu_network_as_groups():
+    """Krizhevsky et al.'s conv2, conv4 and conv5 saw only their own GPU's half of the
+    channels: 2 groups. Counted by hand: conv weights (C_in/groups * K*K per filter) and
+    biases, fc6 on 256 x 6 x 6, fc7, fc8."""
+    m = build("alexnet_2012")
+    convs = [(3, 96, 11, 1), (96, 256, 5, 2), (256, 384, 3, 1), (384, 384, 3, 2), (384, 256, 3, 2)]
+    fcs = [(256 * 6 * 6, 4096), (4096, 4096), (4096, 1000)]
+    by_hand = sum(i // g * o * k * k + o for i, o, k, g in convs) + sum(i * o + o for i, o in fcs)
+    assert count(m) == by_hand == 60_965_224
+    assert [c.groups for c in m.features if isinstance(c, td.nn.Conv2d)] == [1, 2, 1, 2, 2]
+    s = td.summary(m, (3, 227, 227))
+    assert [r["output_shape"][1] for r in s.rows if r["type"] in ("Conv2d", "MaxPool2d")] == [55, 27, 27, 13, 13, 13,
+                                                                                              13, 6]
+
+
 def test_cifar_variants():
     r = build("cifar_resnet18")
     assert r.conv1.weight.shape == (64, 3, 3, 3) and r.conv1.stride == (1, 1)

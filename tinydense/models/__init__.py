@@ -7,7 +7,7 @@ pre-activation ResNet the DenseNet paper compares with.
 ``--model resnet`` of ``tinydense train``); torchvision's ImageNet ResNets are
 ``resnet18`` ... ``resnet152``.
 """
-from .alexnet import AlexNet, ZFNet, alexnet, zfnet
+from .alexnet import AlexNet, ZFNet, alexnet, alexnet_2012, zfnet
 from .densenet import (DenseBlock, DenseLayer, DenseNet, Transition, densenet, densenet121, densenet161,
                        densenet169, densenet201, densenet264, densenet_bc)
 from .googlenet import GoogLeNet, GoogLeNetOutputs, Inception, InceptionAux, googlenet
@@ -22,7 +22,7 @@ resnet = preact_resnet        # the name `tinydense train --model resnet` and le
 
 __all__ = ["AlexNet", "BasicBlock", "Bottleneck", "DenseBlock", "DenseLayer", "DenseNet", "GoogLeNet",
            "GoogLeNetOutputs", "Inception", "InceptionAux", "PreActBlock", "PreActBottleneck", "PreActResNet",
-           "ResNet", "Transition", "VGG", "ZFNet", "alexnet", "cifar_resnet18", "cifar_resnet34", "cifar_resnet50",
+           "ResNet", "Transition", "VGG", "ZFNet", "alexnet", "alexnet_2012", "cifar_resnet18", "cifar_resnet34", "cifar_resnet50",
            "cifar_resnext50_32x4d", "cifar_vgg11_bn", "cifar_vgg16_bn", "densenet", "densenet121", "densenet161",
            "densenet169", "densenet201", "densenet264", "densenet_bc", "googlenet", "preact_resnet", "resnet",
            "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",

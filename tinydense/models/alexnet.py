@@ -8,8 +8,10 @@ the local response normalisation of the papers (torchvision dropped it; batch
 norm replaced it later), and both run on one device (the 2012 network was
 split across two GPUs). torchvision's AlexNet has 64, 192, 384, 256, 256
 filters: these are the numbers of the lecture's AlexNet table, whose 227x227
-input gives 56 -> 27 -> 27 -> 13 -> 13 -> 6 pixels. The 2012 paper's merged
-filter counts were 96, 256, 384, 384, 256.
+input gives 56 -> 27 -> 27 -> 13 -> 13 -> 6 pixels. The 2012 network
+(``alexnet_2012``) had 96, 256, 384, 384, 256 filters, and conv2, conv4 and
+conv5 each saw only the half of the channels on their own GPU: grouped
+convolutions with 2 groups.
 
     features     conv      filters  kernel  stride  pad   then
     features.0   conv1     64       11      4       2     ReLU, 3x3/2 max pool
@@ -30,9 +32,12 @@ from __future__ import annotations
 from ..nn import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential, init
 from ._checks import check_image_batch
 
-# (filters, kernel, stride, padding, max pool after it)
+# (filters, kernel, stride, padding, max pool after it[, groups])
 ALEXNET = ((64, 11, 4, 2, True), (192, 5, 1, 2, True), (384, 3, 1, 1, False), (256, 3, 1, 1, False),
            (256, 3, 1, 1, True))
+# Krizhevsky, Sutskever and Hinton (2012), Figure 2: two GPUs, so conv2, conv4, conv5 in 2 groups
+ALEXNET_2012 = ((96, 11, 4, 0, True), (256, 5, 1, 2, True, 2), (384, 3, 1, 1, False), (384, 3, 1, 1, False, 2),
+                (256, 3, 1, 1, True, 2))
 # Zeiler and Fergus (2014), Figure 3, with Table 2's bigger layers 3-5 (512, 1024, 512), as the lecture gives it
 ZFNET = ((96, 7, 2, 1, True), (256, 5, 2, 0, True), (512, 3, 1, 1, False), (1024, 3, 1, 1, False),
          (512, 3, 1, 1, True))
@@ -42,7 +47,7 @@ class AlexNet(Module):
     """torchvision's AlexNet: ``features`` (convs, ReLUs, max pools, numbered as in
     torchvision), ``avgpool`` to 6x6, ``classifier`` (dropout, three linear layers).
 
-    convs:     the table of (filters, kernel, stride, padding, pool after) rows
+    convs:     the table of (filters, kernel, stride, padding, pool after[, groups]) rows
     hidden:    width of the two hidden fully connected layers (4096)
     ceil_mode: round the max pools' output size up (ZFNet)
     """
@@ -52,8 +57,9 @@ class AlexNet(Module):
         super().__init__()
         self.in_channels = in_channels
         layers, channels = [], in_channels
-        for filters, kernel, stride, padding, pool in convs:
-            layers += [Conv2d(channels, filters, kernel, stride=stride, padding=padding), ReLU()]
+        for filters, kernel, stride, padding, pool, *groups in convs:
+            layers += [Conv2d(channels, filters, kernel, stride=stride, padding=padding, groups=groups[0] if groups else 1),
+                       ReLU()]
             if pool:
                 layers.append(MaxPool2d(kernel_size=3, stride=2, ceil_mode=ceil_mode))
             channels = filters
@@ -93,6 +99,14 @@ class ZFNet(AlexNet):
 def alexnet(num_classes=1000, dropout=0.5):
     """torchvision's AlexNet, 61,100,840 parameters (at 224x224: 0.71 G multiply-adds)."""
     return AlexNet(num_classes=num_classes, dropout=dropout)
+
+
+def alexnet_2012(num_classes=1000, dropout=0.5):
+    """The 2012 paper's AlexNet on one device: 96, 256, 384, 384, 256 filters, conv2, conv4 and
+    conv5 in two groups (the two GPUs' halves), no local response normalisation; for
+    227x227 images (55 -> 27 -> 27 -> 13 -> 13 -> 6 pixels), 60,965,224 parameters (the
+    paper's "60 million"). Initialised as torchvision's AlexNet (PyTorch's defaults)."""
+    return AlexNet(num_classes=num_classes, dropout=dropout, convs=ALEXNET_2012)
 
 
 def zfnet(num_classes=1000, dropout=0.5):
