@@ -177,25 +177,7 @@ def test_pool_forward_random_shapes(N, C, H, W, k, s, p, kind, seed, device):
                                naive_pool(x, k, s, p, kind), atol=1e-12)
 
 
-def naive_adaptive_avg(x, oh, ow):
-    """PyTorch's bins: cell i covers rows floor(i*H/oh) .. ceil((i+1)*H/oh) - 1."""
-    N, C, H, W = x.shape
-    y = np.zeros((N, C, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            r0, r1 = (i * H) // oh, -(-((i + 1) * H) // oh)
-            c0, c1 = (j * W) // ow, -(-((j + 1) * W) // ow)
-            y[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
-    return y
-
-
-@pytest.mark.parametrize("size", [1, (3, 2), (2, 4)])
-def test_adaptive_avg_pool(size, device, rng):
-    x_np = rng.standard_normal((2, 3, 7, 5))
-    y = F.adaptive_avg_pool2d(T(x_np, device), size)
-    oh, ow = (size, size) if isinstance(size, int) else size
-    np.testing.assert_allclose(y.numpy(), naive_adaptive_avg(x_np, oh, ow), atol=1e-12)
-    check(lambda x: F.adaptive_avg_pool2d(x, size), T(x_np, device))
+# adaptive pooling: tests/test_pool.py
 
 
 # --- cat, flatten, linear ---------------------------------------------------------------

@@ -8,8 +8,8 @@ from .ops.dropout import dropout
 from .ops.linear import linear
 from .ops.loss import cross_entropy, log_softmax
 from .ops.norm import batch_norm
-from .ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from .ops.pool import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
 from .ops.shape import cat, flatten
 
-__all__ = ["adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "cat", "conv2d", "cross_entropy",
+__all__ = ["adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "batch_norm", "cat", "conv2d", "cross_entropy",
            "dropout", "flatten", "linear", "log_softmax", "max_pool2d", "relu"]

@@ -16,17 +16,21 @@ def _shrink(size, layers):
     h, w = size
     for name, layer in layers:
         (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
-        if h + 2 * ph < kh or w + 2 * pw < kw:
+        (dh, dw), ceil_mode = getattr(layer, "dilation", (1, 1)), getattr(layer, "ceil_mode", False)
+        oh, ow = conv_output_size(h, kh, sh, ph, dh, ceil_mode), conv_output_size(w, kw, sw, pw, dw, ceil_mode)
+        if oh < 1 or ow < 1:
             return name, layer, (h, w)
-        h, w = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+        h, w = oh, ow
     return h, w
 
 
-def check_image_batch(model, x, in_channels, layers):
+def check_image_batch(model, x, in_channels, layers, last_batch_norm=-1):
     """Raise ValueError, naming the layer and the shapes, unless ``x`` is a batch
     (N, in_channels, H, W) big enough for every layer in ``layers``: the
     (qualified name, Conv2d or pooling module) pairs that change the image size,
-    in the order the image passes through them."""
+    in the order the image passes through them. In training, the last batch norm,
+    which sees the image as it leaves ``layers[last_batch_norm]``, needs more than
+    one value per channel; ``last_batch_norm=None`` for a model without batch norm."""
     shape = tuple(x.shape)
     model_name = type(model).__name__
     if len(shape) != 4:
@@ -44,8 +48,11 @@ def check_image_batch(model, x, in_channels, layers):
                          f"it reaches {name} ({type(layer).__name__}, kernel {layer.kernel_size}, "
                          f"padding {layer.padding}); this model needs images of at least "
                          f"{smallest}x{smallest}")
-    h, w = end
-    if model.training and shape[0] * h * w < 2:
+    if last_batch_norm is None or not model.training:
+        return
+    last = last_batch_norm % len(layers)
+    h, w = _shrink(shape[2:], layers[:last + 1])
+    if shape[0] * h * w < 2:
         raise ValueError(f"{model_name}: input of shape {shape} leaves a single value per channel "
-                         f"({h}x{w} after {layers[-1][0]}, batch of {shape[0]}); batch norm in training "
+                         f"({h}x{w} after {layers[last][0]}, batch of {shape[0]}); batch norm in training "
                          f"needs more: use a bigger batch or image, or model.eval()")

@@ -1,13 +1,15 @@
-"""The layers DenseNet and ResNet are built from. Each one holds its
-parameters and calls the matching op in ``tinydense.functional``, where
-the math and the backward pass live.
+"""The layers the models are built from. Each one holds its parameters and
+calls the matching op in ``tinydense.functional``, where the math and the
+backward pass live.
 
-Initialisation follows torchvision's DenseNet: convolution weights are
-Kaiming-normal, N(0, 2 / fan_in) with fan_in = C_in * kH * kW, which keeps
-the variance of activations roughly constant through ReLU layers (He et
-al., 2015); batch norm starts as the identity (weight 1, bias 0); linear
-weights are uniform in +-1/sqrt(in_features) and every bias starts at 0.
-Random draws come from tinydense's seeded generator (``manual_seed``).
+Default initialisation follows torchvision's DenseNet: convolution weights
+are Kaiming-normal, N(0, 2 / fan_in) with fan_in = C_in/groups * kH * kW,
+which keeps the variance of activations roughly constant through ReLU layers
+(He et al., 2015); batch norm starts as the identity (weight 1, bias 0);
+linear weights are uniform in +-1/sqrt(in_features) and every bias starts
+at 0. The other models re-initialise their layers with their own reference's
+scheme (``tinydense.nn.init``). Random draws come from tinydense's seeded
+generator (``manual_seed``).
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ import math
 
 import numpy as np
 
-from .. import backend
 from .. import functional as F
 from ..ops.conv import _pair
+from . import init
 from .module import Module, Parameter
 
 
@@ -29,29 +31,40 @@ def _positive_int(value, what, layer):
 
 class Conv2d(Module):
     """2-D convolution: (N, in_channels, H, W) -> (N, out_channels, H', W'),
-    H' = (H + 2*padding - kernel_size) // stride + 1."""
+    H' = (H + 2*padding - dilation*(kernel_size - 1) - 1) // stride + 1.
+    ``groups`` splits the channels into that many independent convolutions
+    (weight (out_channels, in_channels/groups, kH, kW)); groups=in_channels is depthwise."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels", "Conv2d")
         self.out_channels = _positive_int(out_channels, "out_channels", "Conv2d")
+        self.groups = _positive_int(groups, "groups", "Conv2d")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
         self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
         kh, kw = self.kernel_size
-        fan_in = self.in_channels * kh * kw
-        w = backend.rng(np).standard_normal((self.out_channels, self.in_channels, kh, kw), dtype=np.float32)
-        w *= np.float32(math.sqrt(2.0 / fan_in))                    # Kaiming normal
-        self.weight = Parameter(w)
+        shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
+        self.weight = init.kaiming_normal_(Parameter(np.zeros(shape, dtype=np.float32)), nonlinearity="relu")
         self.bias = Parameter(np.zeros(self.out_channels, dtype=np.float32)) if bias else None
 
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                        dilation=self.dilation, groups=self.groups)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         return s + ("" if self.bias is not None else ", bias=False")
 
 
@@ -90,27 +103,50 @@ class ReLU(Module):
         return F.relu(x)
 
 
-class MaxPool2d(Module):
-    """Maximum over kernel_size windows (stride defaults to kernel_size)."""
+class _Pool2d(Module):
+    """What the window poolings share: kernel_size, stride (default: kernel_size), padding,
+    ceil_mode (round the output size up, PyTorch's rule)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(kernel_size if stride is None else stride, "stride")
         self.padding = _pair(padding, "padding")
-
-    def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        self.ceil_mode = bool(ceil_mode)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        s = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return s + (", ceil_mode=True" if self.ceil_mode else "")
 
 
-class AvgPool2d(MaxPool2d):
-    """Mean over kernel_size windows (DenseNet's transitions: 2x2, stride 2)."""
+class MaxPool2d(_Pool2d):
+    """Maximum over kernel_size windows, taps ``dilation`` apart."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.dilation = _pair(dilation, "dilation")
 
     def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+    def extra_repr(self):
+        return super().extra_repr() + (f", dilation={self.dilation}" if self.dilation != (1, 1) else "")
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over kernel_size windows (DenseNet's transitions: 2x2, stride 2); padded zeros
+    count in the divisor unless ``count_include_pad=False``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
+
+    def extra_repr(self):
+        return super().extra_repr() + ("" if self.count_include_pad else ", count_include_pad=False")
 
 
 class AdaptiveAvgPool2d(Module):
@@ -128,6 +164,13 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
+class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
+    """Max pooling to a fixed output size (the same bins as AdaptiveAvgPool2d)."""
+
+    def forward(self, x):
+        return F.adaptive_max_pool2d(x, self.output_size)
+
+
 class Linear(Module):
     """Fully connected: (N, in_features) -> (N, out_features), y = x W^T + b."""
 
@@ -136,8 +179,8 @@ class Linear(Module):
         self.in_features = _positive_int(in_features, "in_features", "Linear")
         self.out_features = _positive_int(out_features, "out_features", "Linear")
         bound = 1.0 / math.sqrt(self.in_features)
-        w = backend.rng(np).random((self.out_features, self.in_features), dtype=np.float32)
-        self.weight = Parameter((2 * w - 1) * np.float32(bound))   # uniform in [-bound, bound)
+        self.weight = init.uniform_(Parameter(np.zeros((self.out_features, self.in_features), dtype=np.float32)),
+                                    -bound, bound)
         self.bias = Parameter(np.zeros(self.out_features, dtype=np.float32)) if bias else None
 
     def forward(self, x):
@@ -173,3 +216,11 @@ class Flatten(Module):
 
     def forward(self, x):
         return F.flatten(x, self.start_dim)
+
+
+class Identity(Module):
+    """Returns its input: a placeholder where a model has no layer (e.g. no max pool
+    in a CIFAR stem), keeping the other layers' names."""
+
+    def forward(self, x):
+        return x

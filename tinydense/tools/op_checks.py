@@ -95,6 +95,29 @@ def op_cases(seed=0) -> list:
         OpCase("dropout", lambda x: F.dropout(x, 0.3, training=True), (normal(4, 5),)),
         OpCase("log_softmax", lambda z: F.log_softmax(z, axis=1), (normal(4, 5),)),
         OpCase("cross_entropy", F.cross_entropy, (normal(4, 5), labels)),
+    ] + _zoo_op_cases(normal)
+
+
+# --- issue 11: grouped and dilated convolution, ceil-mode, dilated and adaptive pooling ----------
+
+def _zoo_op_cases(normal):
+    """The arguments the lecture's architectures need (ResNeXt's groups, GoogLeNet's ceil-mode
+    pools, AlexNet's and VGG's adaptive pools), after the basic cases."""
+    return [
+        OpCase("conv2d 3x3, groups 2", lambda x, w, b: F.conv2d(x, w, b, padding=1, groups=2),
+               (normal(2, 4, 5, 5), normal(6, 2, 3, 3), normal(6))),
+        OpCase("conv2d depthwise 3x3, stride 2", lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=3),
+               (normal(1, 3, 6, 6), normal(3, 1, 3, 3))),
+        OpCase("conv2d 3x3, dilation 2", lambda x, w: F.conv2d(x, w, padding=2, dilation=2),
+               (normal(1, 2, 7, 7), normal(3, 2, 3, 3))),
+        OpCase("max_pool2d 3x3, stride 2, ceil_mode", lambda x: F.max_pool2d(x, 3, 2, ceil_mode=True),
+               (normal(1, 2, 6, 6),)),
+        OpCase("max_pool2d 2x2, dilation 2", lambda x: F.max_pool2d(x, 2, 1, dilation=2), (normal(1, 2, 5, 5),)),
+        OpCase("avg_pool2d 3x3/2, ceil_mode, no pad count",
+               lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False), (normal(1, 2, 6, 6),)),
+        OpCase("adaptive_avg_pool2d to 4x5 (larger)", lambda x: F.adaptive_avg_pool2d(x, (4, 5)),
+               (normal(2, 2, 3, 3),)),
+        OpCase("adaptive_max_pool2d to 2x3", lambda x: F.adaptive_max_pool2d(x, (2, 3)), (normal(1, 2, 5, 5),)),
     ]
 
 

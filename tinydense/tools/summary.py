@@ -4,12 +4,12 @@ It runs the model once on one all-zero image, watching each layer, and
 reports per layer:
 
     output shape   C x H' x W' (one image)
-    params         learnable numbers in the layer (conv: C_out*C_in*kH*kW + C_out with bias)
+    params         learnable numbers in the layer (conv: C_out*(C_in/groups)*kH*kW + C_out with bias)
     MACs           multiply-adds (MACs), tinydense's one measure of arithmetic: a
                    multiplication and the addition after it count as one (what papers and
                    torchvision often quote as "FLOPs"; the floating-point operations are twice
                    as many). Counted as in the CNN-architecture lecture:
-                     conv     C_out*H'*W' * C_in*kH*kW   (output elements x work per element)
+                     conv     C_out*H'*W' * (C_in/groups)*kH*kW   (output elements x work per element)
                      linear   in * out
                      pooling  C*H'*W' * kH*kW            (global pooling: every input once)
                      BN, ReLU, dropout, flatten, concatenation: 0
@@ -46,10 +46,10 @@ def _layer_macs(module, input_shape, output_shape):
     """Multiply-adds of one call of a leaf layer, for shapes without the batch axis."""
     if isinstance(module, Conv2d):
         kh, kw = module.kernel_size
-        return int(np.prod(output_shape)) * module.in_channels * kh * kw
+        return int(np.prod(output_shape)) * (module.in_channels // module.groups) * kh * kw
     if isinstance(module, Linear):
         return int(np.prod(output_shape[:-1], dtype=np.int64)) * module.in_features * module.out_features
-    if isinstance(module, (MaxPool2d, AvgPool2d)):      # AvgPool2d is a MaxPool2d subclass too
+    if isinstance(module, (MaxPool2d, AvgPool2d)):
         kh, kw = module.kernel_size
         return int(np.prod(output_shape)) * kh * kw
     if isinstance(module, AdaptiveAvgPool2d):
