@@ -253,7 +253,10 @@ def time_steps(step, device, repeat):
 
 # --- pass 4: PyTorch's profiler ---------------------------------------------------------------
 
-SYNC_CALLS = ("Synchronize", "cudaMemcpy", "cuMemcpyDtoH", "cudaMemcpyDtoH")   # names of waiting API calls
+def is_wait(name):
+    """Does a CUDA API call of this name wait for the GPU? Synchronize calls and the
+    synchronous copies (cudaMemcpy; CuPy's reads on the default stream use it)."""
+    return "Synchronize" in name or name == "cudaMemcpy" or (name.startswith("cuMemcpyDtoH") and "Async" not in name)
 
 
 def torch_profile(step, device, trace_path=None):
@@ -312,8 +315,7 @@ def summarize_trace(trace):
     kernels = [e for e in events if e.get("cat") == "kernel"]
     copies = [e for e in events if e.get("cat") in ("gpu_memcpy", "gpu_memset")]
     api = [e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver")]
-    waits = [e for e in api if any(s in e["name"] for s in SYNC_CALLS)] + \
-            [e for e in events if e.get("cat") == "cuda_sync"]
+    waits = [e for e in api if is_wait(e["name"])] + [e for e in events if e.get("cat") == "cuda_sync"]
     launch_calls = [e for e in api if "Launch" in e["name"]]
     return {
         "op_ranges": len(ranges),

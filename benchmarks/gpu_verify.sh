@@ -15,12 +15,13 @@
 # within TOTAL seconds (default 420; pytest gets what is left, at least 60):
 #   env       nvidia-smi, versions, CuPy's configuration, the GPU tinydense sees           (30)
 #   parity    benchmarks/gpu_parity.py: CPU vs GPU, float64 loss/gradients to 1e-10 for a small
-#             DenseNet-BC in both memory_efficient modes, float32 training curve             (60)
+#             DenseNet-BC in both memory_efficient modes, float32 training curve             (90)
 #   bench     benchmarks/bench_gpu.py: DenseNet-BC L=100 and L=40 k=12 batch 64 step time against
 #             PyTorch + cuDNN (alternating, ratio of medians), peak GPU memory of each        (90)
 #   profile   benchmarks/gpu_profile.py: one L=100 step per op type, kernel launches,
 #             host-device synchronisations (+ PyTorch profiler trace)                       (75)
-#   train     tinydense train --device cuda, DenseNet-BC L=40 k=12, 3 epochs on DATA_DIR     (90)
+#   train     tinydense train --device cuda, DenseNet-BC L=40 k=12, 3 epochs on DATA_DIR with
+#             README's 30-epoch schedule (its CPU run's epochs 1-3 are printed beside)        (90)
 #   evaluate  tinydense evaluate of that run's best.npz with --device cpu                     (40)
 #   lesson10  lessons/source/10_gpu_cupy.py run as a script, full settings (not FAST; FAST in
 #             the dry run)                                                                  (60)
@@ -74,7 +75,7 @@ else
     parity_args=(--device cuda)
     bench_args=(--device cuda --depths 100 40)
     profile_args=(--device cuda)
-    train_args=(--depth 40 --epochs 3)
+    train_args=(--depth 40 --epochs 3 --milestones 15 22)   # the first 3 epochs of README's 30-epoch CPU run
     pytest_args=(tests)
 fi
 
@@ -125,7 +126,7 @@ if [ "$mode" = cuda ] && ! "$py" -c "import tinydense, sys; sys.exit(not tinyden
 fi
 
 if wanted parity; then
-    run parity 60 "$out/parity.log" "$py" benchmarks/gpu_parity.py "${parity_args[@]}" --data-dir "$data"
+    run parity 90 "$out/parity.log" "$py" benchmarks/gpu_parity.py "${parity_args[@]}" --data-dir "$data"
     grep -E 'PASS|FAIL|^[0-9]\.' "$out/parity.log" >> "$summary"
 fi
 if wanted bench; then
@@ -141,6 +142,8 @@ if wanted train; then
     run train 90 "$out/train.log" "$py" -m tinydense train --model densenet-bc --growth-rate 12 "${train_args[@]}" \
         --device "$dev" --data-dir "$data" --out "$work/run" --no-progress --no-download
     grep -E '^(GPU|densenet|epoch|done)' "$out/train.log" >> "$summary"
+    [ "$mode" = cuda ] && awk -F, 'NR > 1 && NR <= 4 { printf "  CPU run of README (same recipe, seed, data), epoch %d: train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%\n", $1, $2, 100 * $3, $4, 100 * $5 }' \
+        docs/results/densenet-bc-L40-k12-cifar10-subset-metrics.csv >> "$summary"
 fi
 if wanted evaluate; then
     if [ -f "$work/run/best.npz" ]; then
@@ -171,10 +174,13 @@ if wanted pytest; then
         --junitxml="$work/junit.xml" "${deselect[@]}" "${pytest_args[@]}"
     {
         grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* =+$' "$out/pytest.log" | tail -1
-        for outcome in PASSED FAILED ERROR SKIPPED; do
-            n=$(grep -E "^tests/[^ ]*cuda[^ ]* $outcome" "$out/pytest.log" | wc -l)
-            echo "  test ids naming cuda: $n $outcome"
+        counts=""
+        for outcome in PASSED FAILED ERROR SKIPPED; do     # the cases of the `device` fixture: [cuda], [cuda-...]
+            counts="$counts $(grep -cE "^tests/[^ ]*\[([^] ]*-)?cuda(-[^] ]*)?\] $outcome" "$out/pytest.log") $outcome"
         done
+        echo "  device=cuda cases:$counts"
+        echo "  skipped as 'CUDA not available' (0 where the GPU is used): $(grep -E '^SKIPPED \[[0-9]+\].*CUDA not available' \
+            "$out/pytest.log" | sed -E 's/^SKIPPED \[([0-9]+)\].*/\1/' | awk '{ n += $1 } END { print n + 0 }')"
         grep -E '^(FAILED|ERROR) ' "$out/pytest.log" | sed 's/^/  /'
     } >> "$summary"
 fi

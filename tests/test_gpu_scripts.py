@@ -119,6 +119,7 @@ def test_trace_summary_attributes_kernels_copies_and_waits_to_ops():
         x("cuda_driver", "cuLaunchKernel", 31, correlation=3),
         x("cuda_runtime", "cudaMemcpyAsync", 35, correlation=4),
         x("cuda_runtime", "cudaStreamSynchronize", 36, correlation=5),
+        x("cuda_runtime", "cudaMemcpy", 37, correlation=7),
         x("cuda_driver", "cuLaunchKernel", 50, correlation=6),          # outside every op
         x("kernel", "gemm", 100, 4, correlation=1), x("kernel", "gemm", 104, 4, correlation=2),
         x("kernel", "axpy", 108, 2, correlation=3), x("kernel", "fill", 110, 2, correlation=6),
@@ -131,7 +132,8 @@ def test_trace_summary_attributes_kernels_copies_and_waits_to_ops():
     assert s["kernel_ms_by_op"]["Conv2d.forward"] == pytest.approx(0.008)
     assert s["gpu_busy_ms"] == pytest.approx(0.013)
     assert s["copies_by_op"] == {"SGD.step: Memcpy DtoH (Device -> Pageable)": 1}
-    assert s["waits_by_op"] == {"SGD.step: cudaMemcpyAsync": 1, "SGD.step: cudaStreamSynchronize": 1}
+    assert s["waits_by_op"] == {"SGD.step: cudaStreamSynchronize": 1, "SGD.step: cudaMemcpy": 1}
+    assert s["waits"] == {"cudaStreamSynchronize": 1, "cudaMemcpy": 1}
 
 
 def test_gpu_verify_script_cpu_mode_writes_a_flat_summary(tmp_path):
