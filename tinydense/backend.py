@@ -14,18 +14,54 @@ import numpy as np
 
 try:  # CuPy imports fine on a machine without a GPU; using it then fails.
     import cupy
-except Exception:  # ImportError, or a broken CUDA install
+    _cupy_import_error = None
+except Exception as error:  # not installed, or a broken install (ImportError of a CUDA library ...)
     cupy = None
+    _cupy_import_error = None if getattr(error, "name", None) == "cupy" else f"{type(error).__name__}: {error}"
+
+GPU_INSTALL = ("pip install -e \".[gpu]\" for a CUDA 12 driver, or pip install cupy-cuda13x for a CUDA 13 "
+               "driver (nvidia-smi prints the driver's CUDA version in its header)")
+
+
+def cuda_unavailable_reason():
+    """None when CuPy is installed and sees a GPU; else why not, in one sentence
+    that says what to do: CuPy missing, CuPy broken, or CuPy without a usable GPU."""
+    if cupy is None:
+        if _cupy_import_error is None:
+            return f"CuPy is not installed. On a machine with an NVIDIA GPU: {GPU_INSTALL}"
+        return (f"CuPy is installed but does not import ({_cupy_import_error}). Keep exactly one CuPy wheel, "
+                f"the one for the driver: {GPU_INSTALL}")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        runtime = cupy.cuda.runtime
+        found = f"CuPy {cupy.__version__} is installed but finds no usable GPU ({' '.join(str(error).split())})"
+        try:
+            driver, wheel = runtime.driverGetVersion(), runtime.runtimeGetVersion()
+        except Exception:
+            driver = wheel = None
+        if driver == 0:
+            return (f"{found}: no NVIDIA driver is installed here. nvidia-smi shows whether this machine has "
+                    f"an NVIDIA GPU and a working driver")
+        if driver and wheel and driver < wheel:
+            return (f"{found}: the driver supports CUDA {_cuda_version(driver)} but this CuPy wheel needs CUDA "
+                    f"{_cuda_version(wheel)}. Install the wheel of the driver's CUDA version instead: "
+                    f"{GPU_INSTALL}")
+        return f"{found}. nvidia-smi shows whether this machine has an NVIDIA GPU and a working driver"
+    if count < 1:
+        return (f"CuPy {cupy.__version__} is installed but finds no GPU; nvidia-smi shows whether this "
+                f"machine has one (and CUDA_VISIBLE_DEVICES may hide it)")
+    return None
+
+
+def _cuda_version(number) -> str:
+    """CUDA's version numbers: 13020 -> "13.2"."""
+    return f"{number // 1000}.{number % 1000 // 10}"
 
 
 def cuda_available() -> bool:
     """True when CuPy is installed and can see at least one GPU."""
-    if cupy is None:
-        return False
-    try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    return cuda_unavailable_reason() is None
 
 
 def get_array_module(*arrays):
@@ -54,9 +90,10 @@ def check_device(device: str) -> str:
     name = {"cpu": "cpu", "cuda": "cuda", "cuda:0": "cuda"}.get(device)
     if name is None:
         raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
-    if name == "cuda" and not cuda_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available "
-                         "(install the 'gpu' extra: pip install 'tinydense[gpu]', on a machine with an NVIDIA GPU)")
+    if name == "cuda":
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise ValueError(f"device 'cuda' requested but CUDA is not available: {reason}")
     return name
 
 

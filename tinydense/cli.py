@@ -173,6 +173,9 @@ def cmd_train(args) -> int:
           f"{len(trainer.train_set) + (len(trainer.val_set) if trainer.val_set is not None else 0)} training "
           f"images{val} and {len(trainer.test_set)} test images from {trainer.data_dir}, on {c['device']}"
           + (f", {plural(threads, 'BLAS thread')}" if threads and c["device"] == "cpu" else ""))
+    if c["device"] == "cuda":
+        from . import cuda
+        print(cuda.describe())
     print(f"recipe: {plural(c['epochs'], 'epoch')}, batch {c['batch_size']}, {_schedule(c)}, momentum "
           f"{c['momentum']:g}{' (Nesterov)' if c['nesterov'] else ''}, weight decay {c['weight_decay']:g}, "
           f"augmentation {'on' if c['augment'] else 'off'}, seed {c['seed']}; writing to {out}", flush=True)

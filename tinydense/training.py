@@ -80,6 +80,7 @@ CHECKPOINT_FORMAT = "tinydense-run-1"
 RUN_FILES = ("config.json", "metrics.csv", "last.npz", "best.npz", "curves.png")   # what a run writes
 LOCK_FILE = ".tinydense.lock"
 ESTIMATE_AFTER = 5        # batches timed (after the first, which warms up) for the run-time estimate
+READ_EVERY_S = 1.0        # seconds between reads of the batches' losses (a read waits for the GPU)
 
 # The paper's recipe (Huang et al. 2017, Section 4.2), the defaults of every run.
 PAPER_RECIPE = dict(model="densenet-bc", depth=100, growth_rate=12, compression=None, drop_rate=0.0,
@@ -234,17 +235,36 @@ def evaluate(model, loader, num_classes, progress=False, desc="test"):
     Returns a dict: ``loss`` (mean cross-entropy), ``acc`` (fraction correct),
     ``confusion`` ((K, K) counts, rows: true class, columns: predicted)."""
     model.eval()
-    loss_sum, confusion = 0.0, np.zeros((num_classes, num_classes), np.int64)
-    with no_grad():
+    losses, sizes, counts = [], [], 0      # kept on the device and read once, at the end: on a GPU
+    with no_grad():                        # every read waits until all queued work is done
         for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
             logits = model(x)
-            loss_sum += float(F.cross_entropy(logits, y).item()) * len(y)
-            predicted = backend.to_numpy(logits.data.argmax(axis=1))
-            truth = backend.to_numpy(y.data)
-            confusion += np.bincount(truth * num_classes + predicted,
-                                     minlength=num_classes ** 2).reshape(num_classes, num_classes)
+            xp = backend.get_array_module(logits.data)
+            losses.append(F.cross_entropy(logits, y).data)
+            sizes.append(len(y))
+            counts = counts + xp.bincount(y.data * num_classes + logits.data.argmax(axis=1),
+                                          minlength=num_classes ** 2)
+    loss_sum = 0.0
+    for loss, size in zip(backend.to_numpy(xp.stack(losses)) if losses else (), sizes):
+        loss_sum += float(loss) * size
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    if losses:
+        confusion += backend.to_numpy(counts).reshape(num_classes, num_classes)
     n = int(confusion.sum())
     return {"loss": loss_sum / max(n, 1), "acc": float(np.trace(confusion)) / max(n, 1), "confusion": confusion}
+
+
+def train_step(model, optimizer, x, y):
+    """One batch: forward, loss, backward, update. Returns (loss, number correct) as
+    0-d arrays on the batch's device, not read: reading a GPU array makes the CPU wait
+    until the GPU has done all the work queued so far, so the loop reads them only
+    once in a while (:meth:`Trainer.read_batches`), never in the middle of a step."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.data, (logits.data.argmax(axis=1) == y.data).sum()
 
 
 def nonfinite_entries(state_dict) -> list:
@@ -562,6 +582,7 @@ class Trainer:
                                       device=config["device"]) if self.val_set is not None else None)
         self.epoch, self.batch, self.best_acc, self.best_epoch = 0, 0, -1.0, 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.read_every_s, self._unread, self._read_at = READ_EVERY_S, [], 0.0   # see read_batches
         self.history = []
         self.stop_requested, self.stop_signal = False, None    # stop_signal: the signal that asked for the stop
         self.saved_at = None                        # (epoch, batch) that last.npz holds
@@ -784,18 +805,33 @@ class Trainer:
                 f"smaller learning rate: tinydense train --out {self.out} --resume --lr {smaller:g}")
 
     def train_step(self, x, y):
-        """One batch: forward, loss, backward, update. Returns (loss, number correct)."""
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        value = float(loss.item())
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"the loss is {value} at epoch {self.epoch + 1}, batch {self.batch + 1}: "
-                                   f"training stopped; {self._kept_and_advice()}")
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        correct = int((logits.data.argmax(axis=1) == y.data).sum())
-        return value, correct
+        """One batch (:func:`train_step`). Returns (loss, number correct), unread."""
+        return train_step(self.model, self.optimizer, x, y)
+
+    def read_batches(self) -> None:
+        """Add the losses and correct counts of the batches trained since the last read
+        to the epoch's running sums. On a GPU each read waits for the queued work, so the
+        loop reads about every ``read_every_s`` seconds, at the run-time estimate, before
+        saving and at the end of the epoch (one transfer for all the batches), and the
+        numbers are those of reading every batch. A NaN or infinite loss raises
+        :class:`TrainingDiverged` naming its batch; nothing has been saved since it (the
+        model in memory may have taken further steps; last.npz holds the last good state)."""
+        unread, self._unread = self._unread, []
+        self._read_at = time.perf_counter()
+        if not unread:
+            return
+        xp = backend.get_array_module(unread[0][2])
+        losses = backend.to_numpy(xp.stack([loss for _, _, loss, _ in unread]))
+        corrects = backend.to_numpy(xp.stack([correct for *_, correct in unread]))
+        p = self.partial
+        for (batch, size, _, _), loss, correct in zip(unread, losses, corrects):
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"the loss is {loss} at epoch {self.epoch + 1}, batch {batch}: "
+                                       f"training stopped; {self._kept_and_advice()}")
+            p["loss_sum"] += loss * size
+            p["correct"] += int(correct)
+            p["seen"] += size
 
     @staticmethod
     def _describe(epoch, batch) -> str:
@@ -809,13 +845,15 @@ class Trainer:
         """After each batch: once ESTIMATE_AFTER batches (after the first) are timed, report the estimate."""
         if self.estimate_s is not None:
             return
-        now = time.perf_counter()
         if self._timed is None:
-            self._timed = (now, 0)
+            self.read_batches()                       # the GPU's queue is empty when the clock starts
+            self._timed = (time.perf_counter(), 0)
             return
         start, n = self._timed[0], self._timed[1] + 1
         self._timed = (start, n)
         if n == ESTIMATE_AFTER:
+            self.read_batches()                       # ... and when it stops
+            now = time.perf_counter()
             per_image = (now - start) / n / self.config["batch_size"]
             self._report_estimate((now - start) / n * len(self.train_loader), self._eval_images() * per_image / 3,
                                   f"batches {self.batch - n + 1}-{self.batch} of this epoch; testing guessed "
@@ -851,28 +889,32 @@ class Trainer:
         bar = tqdm(total=len(loader), initial=self.batch, desc=f"epoch {self.epoch + 1}/{epochs}",
                    unit="batch", disable=not self.progress, leave=False,
                    mininterval=0.1 if sys.stderr.isatty() else 10.0)
+        self._read_at = time.perf_counter()
         try:
             for x, y in loader.iterate(start_batch=self.batch):
                 loss, correct = self.train_step(x, y)
                 self.batch += 1
-                p["loss_sum"] += loss * len(y)
-                p["correct"] += correct
-                p["seen"] += len(y)
-                elapsed = time.perf_counter() - start
+                self._unread.append((self.batch, len(y), loss, correct))
                 bar.update(1)
-                bar.set_postfix({"loss": f"{p['loss_sum'] / p['seen']:.4f}",
-                                 "acc": f"{100 * p['correct'] / p['seen']:.2f}%",
-                                 "img/s": f"{p['seen'] / elapsed:.1f}"}, refresh=False)
                 if self.batch < len(loader):
                     self._time_batch()
+                if self.stop_requested or time.perf_counter() - self._read_at >= self.read_every_s:
+                    self.read_batches()
+                    elapsed = time.perf_counter() - start
+                    if p["seen"]:
+                        bar.set_postfix({"loss": f"{p['loss_sum'] / p['seen']:.4f}",
+                                         "acc": f"{100 * p['correct'] / p['seen']:.2f}%",
+                                         "img/s": f"{p['seen'] / elapsed:.1f}"}, refresh=False)
                 if self.stop_requested and self.batch < len(loader):
                     p["seconds"] = elapsed
                     self._save_last(self.state(loader_state))
                     self.log(f"interrupted: saved {self.last_path} at epoch {self.epoch + 1}, batch {self.batch} "
                              f"of {len(loader)}; continue with --resume")
                     return False
+            self.read_batches()
         finally:
             bar.close()
+            self._unread = []
         seconds = time.perf_counter() - start
         evaluated = time.perf_counter()
         results = {"test": evaluate(self.model, self.test_loader, self.num_classes, progress=self.progress)}
