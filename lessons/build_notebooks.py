@@ -28,10 +28,11 @@ tagged ``workspace``). Edit the source, then run
     python lessons/build_notebooks.py --student OUT
                                                    # the student release: notebooks without cells tagged
                                                    # solution or answer-key, exercises.py, the template,
-                                                   # the fixtures lesson 6 reads; no instructor files
-    python lessons/build_notebooks.py --time [NN ...]
+                                                   # the fixtures the DenseNet-building lesson reads; no instructor files
+    python lessons/build_notebooks.py --time [--solved] [NN ...]
                                                    # run notebooks at student settings, one at a time,
-                                                   # and print how long each took
+                                                   # and print how long each took (--solved: with the
+                                                   # reference solutions in place of the stubs)
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ the forward passes as they are.
 
     check one op:      from exercises import check_conv2d; check_conv2d(my_ops.Conv2d)
     check all of them: from exercises import check_workspace; check_workspace(my_ops)
-    run tinydense on them (lesson 11):
+    run tinydense on them (the capstone lesson):
                        with td.ops.override(my_ops): ...
     grade the file:    tinydense grade student/my_ops.py
 
@@ -200,21 +201,35 @@ def write_student_release(out) -> list:
     return written
 
 
-def time_notebooks(names, timeout=3600) -> dict:
+def time_notebooks(names, solved=False, timeout=3600) -> dict:
     """Run the notebooks whose names start with one of ``names`` (all when empty) at student
-    settings (TINYDENSE_LESSONS_FAST unset), one at a time; returns {name: seconds}."""
+    settings (TINYDENSE_LESSONS_FAST unset), one at a time; returns {name: seconds}. With
+    ``solved``, every exercise stub is replaced by its reference solution and the capstone
+    uses the solved workspace: the runtime of a student who has done the exercises. Prints
+    the lines that report accuracies."""
     from nbclient import NotebookClient
     os.environ.pop("TINYDENSE_LESSONS_FAST", None)
+    if solved:
+        os.environ["TINYDENSE_WORKSPACE"] = str(LESSONS / "instructor" / "my_ops_solved.py")
     seconds = {}
     for path in sorted(LESSONS.glob("[0-9][0-9]_*.ipynb")):
         if names and not any(path.stem.startswith(n) for n in names):
             continue
         nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if solved and "exercise-stub" in cell.get("metadata", {}).get("tags", []):
+                name = re.search(r"^(?:class|def) (\w+)\(", cell.source, re.MULTILINE).group(1)
+                cell.source = f"import sys\nsys.path.insert(0, 'instructor')\nfrom solutions import {name}"
         start = time.perf_counter()
         NotebookClient(nb, kernel_name="python3", timeout=timeout,
                        resources={"metadata": {"path": str(LESSONS)}}).execute()
         seconds[path.stem] = time.perf_counter() - start
         print(f"{path.stem}: {seconds[path.stem]:.0f} s", flush=True)
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                for line in out.get("text", "").splitlines():
+                    if "accuracy" in line or "MATCH" in line or "DIVERGED" in line or "epoch" in line:
+                        print("    " + line, flush=True)
     return seconds
 
 
@@ -231,7 +246,7 @@ def main(argv=None) -> int:
         print(f"wrote the student release to {argv[1]}: {len(files)} files")
         return 0
     if argv[:1] == ["--time"]:
-        time_notebooks(argv[1:])
+        time_notebooks([a for a in argv[1:] if a != "--solved"], solved="--solved" in argv)
         return 0
     check = "--check" in argv
     stale = []

@@ -176,7 +176,7 @@ def _check_structure(raw, n_inputs, case):
     return by_name
 
 
-def _check_case(cls, case, seed):
+def _check_case(cls, case, seed, advice=""):
     where = _where(case)
     mine_in, ref_in = _tensors(case.arrays), _tensors(case.arrays)
     try:
@@ -219,7 +219,8 @@ def _check_case(cls, case, seed):
                          (np.asarray(raw_by_name[name]), np.asarray(other.grad)))
             raise _Failure(f"the gradient of {name} is wrong {where}: at index {tuple(int(i) for i in idx)} "
                            f"yours is {mine[idx]:.10g}, the right value is {right[idx]:.10g} (relative error "
-                           f"{rel:.2e}; it must be below {GRAD_RTOL:g}).\n  hint: {hint}")
+                           f"{rel:.2e}; it must be below {GRAD_RTOL:g}).\n  hint: {hint}"
+                           + (f"\n  what to check: {advice}" if advice else ""))
     try:
         td.gradcheck(lambda *ts: case.call(cls, *ts), _tensors(case.arrays))
     except td.GradcheckError as e:
@@ -229,10 +230,10 @@ def _check_case(cls, case, seed):
                        f"{detail}") from None
 
 
-def _check_function(title, cls, cases):
+def _check_function(title, cls, cases, advice=""):
     def run():
         for i, case in enumerate(cases):
-            _check_case(cls, case, seed=100 + i)
+            _check_case(cls, case, seed=100 + i, advice=advice)
         return (f"forward and backward agree with tinydense's (to {GRAD_RTOL:g}) and with central "
                 f"differences in all {len(cases)} cases.")
     _verdict(title, getattr(cls, "__name__", str(cls)), run)
@@ -250,7 +251,8 @@ def check_mul(cls):
     r = _rng(10)
     cases = [Case(f"shapes {s}", lambda c, a, b: c.apply(a, b), lambda a, b: a * b,
                   [r.standard_normal(s), r.standard_normal(s)], ["a", "b"]) for s in [(3, 4), (2, 3, 5)]]
-    _check_function("multiplication", cls, cases)
+    _check_function("multiplication", cls, cases,
+                    advice='da = g * b and db = g * a.')
 
 
 def check_linear(cls):
@@ -262,7 +264,8 @@ def check_linear(cls):
         Case("without bias, batch 1", lambda c, x, w: c.apply(x, w), lambda x, w: F.linear(x, w),
              [r.standard_normal((1, 2)), r.standard_normal((3, 2))], ["x", "weight"]),
     ]
-    _check_function("linear layer", cls, cases)
+    _check_function("linear layer", cls, cases,
+                    advice='dx = g @ weight, dweight = g.T @ x, dbias = g summed over the batch.')
 
 
 def check_conv2d(cls):
@@ -278,7 +281,8 @@ def check_conv2d(cls):
         names = ["x", "weight"] + (["bias"] if bias else [])
         cases.append(Case(label, lambda c, *t, s=s, p=p: c.apply(*t, stride=s, padding=p),
                           lambda *t, s=s, p=p: F.conv2d(*t, stride=s, padding=p), arrays, names))
-    _check_function("convolution", cls, cases)
+    _check_function("convolution", cls, cases,
+                    advice='dweight = sum over images of g[n] @ cols[n].T; dx: every tap (a, b) ADDS (+=) its part of weight.T @ g back into the slice of the padded input it was copied from, then the padding is cut off; dbias = g summed over images and pixels.')
 
 
 def check_relu(cls):
@@ -286,7 +290,8 @@ def check_relu(cls):
     r = _rng(13)
     cases = [Case(f"shape {s}", lambda c, x: c.apply(x), lambda x: F.relu(x), [_away_from_zero(r, *s)], ["x"])
              for s in [(3, 4), (2, 3, 3, 5)]]
-    _check_function("ReLU", cls, cases)
+    _check_function("ReLU", cls, cases,
+                    advice='dx = g where the input was positive, 0 elsewhere.')
 
 
 def _pool_cases(r, pool):
@@ -302,12 +307,14 @@ def _pool_cases(r, pool):
 
 def check_max_pool(cls):
     """MaxPool2d.forward(x, kernel_size, stride=None, padding=0); backward returns dx."""
-    _check_function("max pooling", cls, _pool_cases(_rng(14), F.max_pool2d))
+    _check_function("max pooling", cls, _pool_cases(_rng(14), F.max_pool2d),
+                    advice="only the tap recorded in self.argmax gets the window's gradient; overlapping windows ADD (+=) into the padded input; cut the padding off at the end.")
 
 
 def check_avg_pool(cls):
     """AvgPool2d.forward(x, kernel_size, stride=None, padding=0); backward returns dx."""
-    _check_function("average pooling", cls, _pool_cases(_rng(15), F.avg_pool2d))
+    _check_function("average pooling", cls, _pool_cases(_rng(15), F.avg_pool2d),
+                    advice='every tap of a window gets g / (kh * kw), ADDED (+=) where windows overlap; cut the padding off at the end.')
 
 
 def check_cat(cls):
@@ -321,7 +328,8 @@ def check_cat(cls):
         cases.append(Case(f"{len(shapes)} inputs along axis {axis}", lambda c, *xs, a=axis: c.apply(*xs, axis=a),
                           lambda *xs, a=axis: F.cat(list(xs), axis=a), [r.standard_normal(s) for s in shapes],
                           names))
-    _check_function("concatenation", cls, cases)
+    _check_function("concatenation", cls, cases,
+                    advice="each input's gradient is its own slice of g along the axis.")
 
 
 def check_sigmoid(cls):
@@ -329,7 +337,8 @@ def check_sigmoid(cls):
     r = _rng(0)
     cases = [Case(f"case {i + 1}", lambda c, x: c.apply(x), lambda x: x.sigmoid(), [x], ["x"])
              for i, x in enumerate([r.standard_normal((3, 4)), 4 * r.standard_normal((2, 3, 5))])]
-    _check_function("sigmoid", cls, cases)
+    _check_function("sigmoid", cls, cases,
+                    advice='dx = g * y * (1 - y) with y the saved output.')
 
 
 def check_batch_norm(cls):
@@ -364,7 +373,8 @@ def check_batch_norm(cls):
              case("training mode, no weight and bias", (3, 2, 2, 3), True, False),
              case("eval mode (running statistics)", (2, 3, 3, 3), False, True),
              case("training mode, (N, C) input", (5, 4), True, True)]
-    _check_function("batch norm", cls, cases)
+    _check_function("batch norm", cls, cases,
+                    advice='training: dx = weight * invstd / M * (M g - sum g - xhat * sum(g xhat)), sums per channel; eval: dx = weight * invstd * g; dweight = sum(g xhat), dbias = sum g.')
 
 
 def check_log_softmax(cls):
@@ -372,7 +382,8 @@ def check_log_softmax(cls):
     r = _rng(18)
     cases = [Case(f"shape {s}, axis {a}", lambda c, z, a=a: c.apply(z, axis=a), lambda z, a=a: F.log_softmax(z, a),
                   [3 * r.standard_normal(s)], ["z"]) for s, a in [((3, 5), -1), ((4, 3), 0), ((2, 3, 4), 1)]]
-    _check_function("log-softmax", cls, cases)
+    _check_function("log-softmax", cls, cases,
+                    advice='dz = g - softmax(z) * sum(g) along the axis (keepdims), softmax(z) = exp(y).')
 
 
 def check_cross_entropy(cls):
@@ -384,7 +395,8 @@ def check_cross_entropy(cls):
         cases.append(Case(f"{n} images, {k} classes", lambda c, z, y=labels: c.apply(z, y),
                           lambda z, y=labels: F.cross_entropy(z, y), [3 * r.standard_normal((n, k))], ["logits"],
                           slots=["logits", "labels"]))
-    _check_function("cross-entropy", cls, cases)
+    _check_function("cross-entropy", cls, cases,
+                    advice='dlogits = (softmax - onehot(labels)) / N, times the scalar g.')
 
 
 # the workspace: every op of lessons/student/my_ops.py and its checker
@@ -433,7 +445,7 @@ def check_workspace(module):
     return {name: passed(name) for name in WORKSPACE_CHECKS}
 
 
-# --- lesson 2: convolution forward ---------------------------------------------------
+# --- convolution: convolution forward ---------------------------------------------------
 
 def _conv_settings(r):
     return [((2, 3, 5, 5), (4, 3, 3, 3), 1, 1), ((1, 2, 7, 6), (3, 2, 3, 3), 2, 0),
@@ -494,7 +506,7 @@ def check_im2col(fn):
     _verdict("im2col", getattr(fn, "__name__", "im2col"), run)
 
 
-# --- lesson 4: numeric gradients ----------------------------------------------------
+# --- gradient checking: numeric gradients ----------------------------------------------------
 
 def check_numeric_gradient(fn):
     """numeric_gradient(f, x, g, eps=1e-6) -> d/dx of sum(f(x) * g) by central differences."""
@@ -524,7 +536,7 @@ def check_numeric_gradient(fn):
     _verdict("numeric gradient", getattr(fn, "__name__", "numeric_gradient"), run)
 
 
-# --- lesson 5: counting -------------------------------------------------------------
+# --- dense connectivity: counting -------------------------------------------------------------
 
 _PARAM_CONFIGS = [(40, 12, False, 1.0), (100, 12, True, 0.5), (100, 24, False, 1.0), (52, 12, True, 1.0),
                   (40, 12, False, 0.5), (250, 24, True, 0.5)]
@@ -597,9 +609,9 @@ def check_channel_widths(fn):
     _verdict("channel widths", getattr(fn, "__name__", "channel_widths"), run)
 
 
-# --- lesson 6: modules ---------------------------------------------------------------
+# --- building DenseNet: modules ---------------------------------------------------------------
 
-def _compare_modules(mine, reference, inputs, what):
+def _compare_modules(mine, reference, inputs, what, advice):
     """Same state_dict names and shapes; with the reference's weights, the same outputs
     in training and eval mode."""
     mine_state, ref_state = mine.state_dict(), reference.state_dict()
@@ -628,24 +640,22 @@ def _compare_modules(mine, reference, inputs, what):
             raise _Failure(f"{what} ({mode} mode): the output has shape {a.shape} but should have {b.shape}.")
         if not np.allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5):
             raise _Failure(f"{what} ({mode} mode): same weights, different outputs (largest difference "
-                           f"{np.abs(a.numpy() - b.numpy()).max():.3g}): check the order BN - ReLU - conv, "
-                           f"the padding of the 3x3 convolution and what you concatenate.")
+                           f"{np.abs(a.numpy() - b.numpy()).max():.3g}): {advice}")
 
 
 def _images(r, *shape):
     return td.tensor(r.standard_normal(shape).astype(np.float32))
 
 
-def _check_module(title, cls, library, cases, seed):
+def _check_module(title, cls, library, cases, seed, advice):
     """cases: [(constructor arguments, input shapes or a list of them, library keyword arguments)]."""
     def run():
         r = _rng(seed)
         for args, shapes, options in cases:
             td.manual_seed(0)
             inputs = [[_images(r, *s) for s in shapes]] if isinstance(shapes, list) else [_images(r, *shapes)]
-            _compare_modules(cls(*args), library(*args, **options), inputs,
-                             f"{library.__name__}{args}" + (f" on {len(shapes)} feature maps" if isinstance(shapes, list)
-                                                          else ""))
+            where = f" on {len(shapes)} feature map{'s' if len(shapes) > 1 else ''}" if isinstance(shapes, list) else ""
+            _compare_modules(cls(*args), library(*args, **options), inputs, f"{library.__name__}{args}{where}", advice)
         return f"same parameter names, shapes and outputs as tinydense's {library.__name__}."
     _verdict(title, getattr(cls, "__name__", library.__name__), run)
 
@@ -655,7 +665,8 @@ def check_dense_layer(cls):
     from tinydense.models import DenseLayer
     _check_module("dense layer", cls, DenseLayer, [((8, 4), [(2, 8, 5, 5)], {"bottleneck": True}),
                                                    ((10, 3), [(2, 4, 5, 5), (2, 3, 5, 5), (2, 3, 5, 5)],
-                                                    {"bottleneck": True})], seed=23)
+                                                    {"bottleneck": True})], seed=23,
+                  advice="check the order cat - BN - ReLU - Conv1x1 - BN - ReLU - Conv3x3 and the 3x3's padding 1.")
 
 
 def check_dense_block(cls):
@@ -663,16 +674,20 @@ def check_dense_block(cls):
     from tinydense.models import DenseBlock
     options = {"bottleneck": True, "memory_efficient": False}
     _check_module("dense block", cls, DenseBlock, [((1, 4, 3), (2, 4, 4, 4), options),
-                                                   ((3, 6, 4), (2, 6, 4, 4), options)], seed=24)
+                                                   ((3, 6, 4), (2, 6, 4, 4), options)], seed=24,
+                  advice="each layer gets the list of ALL feature maps so far; the output is their "
+                         "concatenation in order, [x, x_1, ..., x_L].")
 
 
 def check_transition(cls):
     """Transition(in_channels, out_channels): BN-ReLU-Conv1x1-AvgPool 2x2/2."""
     from tinydense.models.densenet import Transition
-    _check_module("transition", cls, Transition, [((8, 4), (2, 8, 6, 6), {}), ((5, 2), (2, 5, 4, 4), {})], seed=25)
+    _check_module("transition", cls, Transition, [((8, 4), (2, 8, 6, 6), {}), ((5, 2), (2, 5, 4, 4), {})], seed=25,
+                  advice="check the order BN - ReLU - Conv1x1 - pooling, and that the pooling AVERAGES "
+                         "2x2 windows with stride 2 (not max pooling).")
 
 
-# --- lesson 7: the optimiser ----------------------------------------------------------
+# --- training: the optimiser ----------------------------------------------------------
 
 def check_sgd_step(fn):
     """sgd_step(p, g, buffer, lr, momentum, weight_decay) -> (new p, new buffer): one step of
@@ -694,9 +709,7 @@ def check_sgd_step(fn):
                 where = f"[lr {lr}, momentum {momentum}, weight decay {wd}, step {step}]"
                 if np.allclose(p, ref.data, rtol=1e-12, atol=1e-14):
                     continue
-                plain = p0 - lr * (grads[0] + wd * p0)
-                if step == 1 and np.allclose(p, plain - lr * momentum * (grads[0] + wd * p0)) is False \
-                        and np.allclose(p, plain):
+                if step == 1 and np.allclose(p, p0 - lr * (grads[0] + wd * p0), rtol=1e-12):
                     raise _Failure(f"after the first step p is p - lr * (g + wd * p) {where}: that is SGD "
                                    f"without the Nesterov look-ahead; the step is d = g + momentum * buffer.")
                 raise _Failure(f"p differs from tinydense's SGD after step {step} {where} (largest difference "
@@ -730,7 +743,7 @@ def check_paper_schedule(fn):
     _verdict("learning-rate schedule", getattr(fn, "__name__", "paper_schedule"), run)
 
 
-# --- lesson 8: reading the reuse matrix -----------------------------------------------
+# --- feature reuse: reading the reuse matrix -----------------------------------------------
 
 def _long_range_share(usage):
     L = usage.shape[0] - 1
@@ -760,7 +773,7 @@ def check_long_range_share(fn):
     _verdict("long-range share", getattr(fn, "__name__", "long_range_share"), run)
 
 
-# --- lesson 9: recomputation -----------------------------------------------------------
+# --- memory: recomputation -----------------------------------------------------------
 
 def check_recompute(cls):
     """Recompute.forward(*arrays, fn) runs fn without a graph; backward must rebuild the graph

@@ -450,7 +450,7 @@ plt.show()
 # residual chain the identity path makes every Jacobian $I + J_\ell$, so the
 # gradient cannot vanish (it may grow slowly); in the dense chain the input is
 # one of the concatenated features of every layer. Concatenation's advantages
-# are elsewhere: lesson 5 shows that it keeps every feature map intact for
+# are elsewhere: the dense-connectivity lesson shows that it keeps every feature map intact for
 # later layers, with far fewer parameters. Both rest on the `+=` of section 2.
 #
 # ## Questions and exercises

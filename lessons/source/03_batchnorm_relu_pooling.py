@@ -18,7 +18,7 @@
 #   a three-term formula, and the two properties that formula guarantees;
 # - the difference between batch norm in training and in evaluation mode;
 # - as exercises: the backward passes of ReLU, max pooling, average pooling and batch
-#   norm (training and eval), the same classes your workspace (lesson 11) runs on.
+#   norm (training and eval), the same classes your workspace (the capstone lesson) runs on.
 
 # %%
 %matplotlib inline
@@ -303,7 +303,7 @@ print("per-channel std after           :", y.numpy().std(axis=(0, 2, 3)).round(4
 # "batch norm output does not change if you shift or scale a channel's
 # inputs". It also means that any loss that only sees $\sum_i y_i$ gives
 # batch norm's input a gradient of exactly zero, a trap for gradient checks
-# that lesson 4 explores.
+# that the gradient-checking lesson explores.
 
 # %%
 x = rng.standard_normal((4, 3, 5, 5)) * 2 + 1

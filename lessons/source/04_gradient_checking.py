@@ -352,7 +352,7 @@ check_cat(Cat)
 # 1. Make a deliberate mistake in your sigmoid backward (for example, forget the
 #    `1 -`). What does the check report, and does the relative error match what
 #    you expect?
-# 2. Why does lesson 3's average-pooling check include overlapping windows? Write a
+# 2. Why does the pooling lesson's average-pooling check include overlapping windows? Write a
 #    backward pass that is right only for non-overlapping ones and watch it fail.
 # 3. `gradcheck` perturbs one element at a time by `eps = 1e-6`. Roughly how many
 #    forward passes does a full check of a 3x3 convolution with 64 input and 64

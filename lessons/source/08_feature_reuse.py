@@ -263,7 +263,7 @@ else:
 # 1. Batch norm's scale $\gamma$ multiplies each channel before the convolution reads
 #    it. Recompute the heatmap with every weight column multiplied by the $\gamma$ of
 #    `norm1`. Does the picture change?
-# 2. Train for longer (lesson 7 with more epochs) and redraw. Which of the four
+# 2. Train for longer (the training lesson with more epochs) and redraw. Which of the four
 #    observations become clearer?
 # 3. Compare the paper's network (no compression) with DenseNet-BC: is the $x_0$ row
 #    of blocks 2 and 3 pale in both? What does compression change in that row?

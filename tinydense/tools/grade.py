@@ -180,9 +180,11 @@ def grade_notebook(path, lessons, timeout=600, fast=True, workspace=None):
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if status is None:
-        why = f"the notebook did not finish within {timeout} s (killed)"
+        why = f"the notebook did not finish within {timeout:g} s (killed)"
     elif crash:
         why = f"the notebook crashed: {crash}"
+    elif not done:
+        why = f"the grader could not run the notebook: {' '.join(status[1].split())[-300:]}"
     else:
         why = "the check produced no verdict"
     rows = []
@@ -216,7 +218,7 @@ def grade_workspace(path, lessons, timeout=600):
         shutil.rmtree(folder, ignore_errors=True)
     if rows is not None:
         return [(str(path), name, result, message) for name, result, message in rows]
-    why = (f"the workspace did not finish within {timeout} s (killed)" if status is None
+    why = (f"the workspace did not finish within {timeout:g} s (killed)" if status is None
            else f"the workspace could not be imported or checked: {status[1].strip().splitlines()[-1:] or ['?']}")
     from ..ops.override import OPS
     return [(str(path), name, "FAIL", why) for name in OPS]
@@ -258,7 +260,7 @@ def _child_run(notebook, executed, timeout):
     import nbformat
     from nbclient import NotebookClient
     nb = nbformat.read(notebook, as_version=4)
-    client = NotebookClient(nb, kernel_name="python3", timeout=int(timeout), allow_errors=True,
+    client = NotebookClient(nb, kernel_name="python3", timeout=int(float(timeout)), allow_errors=True,
                             interrupt_on_timeout=True, resources={"metadata": {"path": os.getcwd()}})
     try:
         client.execute()
