@@ -170,11 +170,11 @@ def test_exercises_pass_with_the_reference_solutions(path, monkeypatch, cifar_di
 @pytest.mark.slow
 def test_the_feature_reuse_lesson_draws_the_papers_network_from_its_checkpoint(monkeypatch, cifar_dir, tmp_path):
     """The one documented command makes the checkpoint; the lesson then loads it and says how long it
-    was trained (here 1 epoch on 64 images: 'SHORTER run than the paper's'). Without it: a loud notice."""
+    was trained (here 1 epoch on 8 images: 'SHORTER run than the paper's'). Without it: a loud notice."""
     from tinydense import cli
     run = tmp_path / "densenet40"
     assert cli.main(["train", "--model", "densenet", "--depth", "40", "--growth-rate", "12", "--epochs", "1",
-                     "--limit-train", "64", "--limit-test", "64", "--data-dir", str(cifar_dir), "--no-progress",
+                     "--limit-train", "8", "--limit-test", "8", "--batch-size", "8", "--data-dir", str(cifar_dir), "--no-progress",
                      "--no-download", "--out", str(run)]) == 0
     monkeypatch.setenv("TINYDENSE_PAPER_RUN", str(run))
     path = LESSONS / "08_feature_reuse.ipynb"

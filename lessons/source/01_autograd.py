@@ -15,7 +15,8 @@
 #   and what goes wrong otherwise;
 # - why a value that is used twice must **accumulate** its gradient, and why
 #   DenseNet, where every layer's output is read by all later layers, depends on it;
-# - how the same ideas look in `tinydense` (`Tensor`, `Function`, `backward`).
+# - how the same ideas look in `tinydense` (`Tensor`, `Function`, `backward`), and, as
+#   exercises, how to write the backward pass of a `Function` with several inputs.
 
 # %%
 %matplotlib inline
