@@ -15,22 +15,67 @@ Each lesson is written as a plain Python file in ``lessons/source/`` in the
 
 This script turns ``source/NN_name.py`` into ``NN_name.ipynb`` without
 outputs, so the notebooks in the repository are always clean and their
-diffs readable in the sources. Edit the source, then run
+diffs readable in the sources. It also writes ``my_ops_template.py`` (generated,
+not committed), the template of the student workspace: the exercise classes of the ops that ``td.ops.override``
+can swap (cells tagged ``exercise-stub``), with the helpers they use (cells
+tagged ``workspace``). Edit the source, then run
 
-    python lessons/build_notebooks.py          # rewrite every notebook
-    python lessons/build_notebooks.py --check  # exit 1 if a notebook is stale
+    python lessons/build_notebooks.py              # rewrite every notebook and the template
+    python lessons/build_notebooks.py --check      # exit 1 if a notebook is stale
+    python lessons/build_notebooks.py --workspace [FILE]
+                                                   # your workspace (default lessons/student/my_ops.py),
+                                                   # from the template; never overwrites a file
+    python lessons/build_notebooks.py --student OUT
+                                                   # the student release: notebooks without cells tagged
+                                                   # solution or answer-key, exercises.py, the template,
+                                                   # the fixtures the DenseNet-building lesson reads; no instructor files
+    python lessons/build_notebooks.py --time [--solved] [NN ...]
+                                                   # run notebooks at student settings, one at a time,
+                                                   # and print how long each took (--solved: with the
+                                                   # reference solutions in place of the stubs)
 """
 from __future__ import annotations
 
 import ast
+import os
 import re
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import nbformat
 
 LESSONS = Path(__file__).resolve().parent
 SOURCES = LESSONS / "source"
+TEMPLATE = LESSONS / "my_ops_template.py"
+WORKSPACE = LESSONS / "student" / "my_ops.py"
+STRIPPED_TAGS = ("solution", "answer-key")      # cells the student release leaves out
+FIXTURES = LESSONS.parent / "tests" / "fixtures"
+RELEASE_FIXTURES = ("tiny_densenet.pth", "tiny_densenet_legacy.pth", "expected.npz")
+TEMPLATE_HEADER = '''"""Your workspace: the ops of a DenseNet, written by you.
+
+Every class below is an exercise of a lesson (named above it): its forward pass
+is given, and its backward pass raises NotImplementedError until you write it
+(paste your answer from the lesson, or write it here). Keep the class names and
+the forward passes as they are.
+
+    check one op:      from exercises import check_conv2d; check_conv2d(my_ops.Conv2d)
+    check all of them: from exercises import check_workspace; check_workspace(my_ops)
+    run tinydense on them (the capstone lesson):
+                       with td.ops.override(my_ops): ...
+    grade the file:    tinydense grade student/my_ops.py
+
+Generated from the lessons by `python lessons/build_notebooks.py` (the template
+my_ops_template.py is rewritten; your copy is never overwritten).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinydense import Function
+from tinydense.backend import get_array_module
+'''
 HEADER = re.compile(r"^# %%(?P<markdown> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$")
 
 
@@ -85,12 +130,130 @@ def render(source: Path) -> str:
     return nbformat.writes(build(source)) + "\n"
 
 
+def _top_level_functions(text):
+    """name -> source of every top-level function in a cell."""
+    tree = ast.parse(text)
+    return {node.name: ast.get_source_segment(text, node) for node in tree.body
+            if isinstance(node, ast.FunctionDef)}
+
+
+def render_template() -> str:
+    """The text of my_ops_template.py: the helpers (cells tagged "workspace", each function
+    once) and the exercise class of every op that td.ops.override swaps, in OPS's order."""
+    from tinydense.ops.override import OPS
+    helpers, classes = {}, {}
+    for source in sorted(SOURCES.glob("[0-9][0-9]_*.py")):
+        for kind, text, tags in parse_cells(source.read_text(), source.name):
+            if "workspace" in tags:
+                for name, code in _top_level_functions(text).items():
+                    helpers.setdefault(name, code)
+            if "exercise-stub" in tags:
+                match = re.match(r"class (\w+)\(", text)
+                if match and match[1] in OPS:
+                    classes[match[1]] = (source.stem, text)
+    missing = [name for name in OPS if name not in classes]
+    if missing:
+        raise ValueError(f"no lesson has an exercise-stub class for {', '.join(missing)}")
+    parts = [TEMPLATE_HEADER] + [f"\n\n{code}\n" for code in helpers.values()]
+    parts += [f"\n\n# --- from lesson {classes[name][0]} ---\n{classes[name][1]}\n" for name in OPS]
+    return "".join(parts)
+
+
+def make_workspace(path=WORKSPACE) -> Path:
+    """Copy the template to ``path`` unless a file is there already (yours is never overwritten)."""
+    path = Path(path)
+    if path.exists():
+        print(f"{path} exists; left as it is")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_template())
+    print(f"wrote your workspace {path} (from the lessons' exercises)")
+    return path
+
+
+def student_notebook(source: Path) -> nbformat.NotebookNode:
+    """The notebook as students get it: without the cells tagged solution or answer-key."""
+    nb = build(source)
+    nb.cells = [c for c in nb.cells if not set(c.get("metadata", {}).get("tags", [])) & set(STRIPPED_TAGS)]
+    return nb
+
+
+def write_student_release(out) -> list:
+    """Write the student release into the new (or empty) directory ``out``; returns the files."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty: the student release goes into a new or empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in sorted(SOURCES.glob("[0-9][0-9]_*.py")):
+        target = out / f"{source.stem}.ipynb"
+        target.write_text(nbformat.writes(student_notebook(source)) + "\n")
+        written.append(target)
+    for name in ("exercises.py", "README.md"):
+        shutil.copyfile(LESSONS / name, out / name)
+        written.append(out / name)
+    (out / TEMPLATE.name).write_text(render_template())
+    written.append(out / TEMPLATE.name)
+    (out / "fixtures").mkdir()
+    for name in RELEASE_FIXTURES:
+        shutil.copyfile(FIXTURES / name, out / "fixtures" / name)
+        written.append(out / "fixtures" / name)
+    return written
+
+
+def time_notebooks(names, solved=False, timeout=3600) -> dict:
+    """Run the notebooks whose names start with one of ``names`` (all when empty) at student
+    settings (TINYDENSE_LESSONS_FAST unset), one at a time; returns {name: seconds}. With
+    ``solved``, every exercise stub is replaced by its reference solution and the capstone
+    uses the solved workspace: the runtime of a student who has done the exercises. Prints
+    the lines that report accuracies."""
+    from nbclient import NotebookClient
+    os.environ.pop("TINYDENSE_LESSONS_FAST", None)
+    if solved:
+        os.environ["TINYDENSE_WORKSPACE"] = str(LESSONS / "instructor" / "my_ops_solved.py")
+    seconds = {}
+    for path in sorted(LESSONS.glob("[0-9][0-9]_*.ipynb")):
+        if names and not any(path.stem.startswith(n) for n in names):
+            continue
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if solved and "exercise-stub" in cell.get("metadata", {}).get("tags", []):
+                name = re.search(r"^(?:class|def) (\w+)\(", cell.source, re.MULTILINE).group(1)
+                cell.source = f"import sys\nsys.path.insert(0, 'instructor')\nfrom solutions import {name}"
+        start = time.perf_counter()
+        NotebookClient(nb, kernel_name="python3", timeout=timeout,
+                       resources={"metadata": {"path": str(LESSONS)}}).execute()
+        seconds[path.stem] = time.perf_counter() - start
+        print(f"{path.stem}: {seconds[path.stem]:.0f} s", flush=True)
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                for line in out.get("text", "").splitlines():
+                    if "accuracy" in line or "MATCH" in line or "DIVERGED" in line or "epoch" in line:
+                        print("    " + line, flush=True)
+    return seconds
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--workspace"]:
+        make_workspace(argv[1] if len(argv) > 1 else WORKSPACE)
+        return 0
+    if argv[:1] == ["--student"]:
+        if len(argv) != 2:
+            print("usage: python lessons/build_notebooks.py --student OUT")
+            return 2
+        files = write_student_release(argv[1])
+        print(f"wrote the student release to {argv[1]}: {len(files)} files")
+        return 0
+    if argv[:1] == ["--time"]:
+        time_notebooks([a for a in argv[1:] if a != "--solved"], solved="--solved" in argv)
+        return 0
     check = "--check" in argv
     stale = []
-    for source in sorted(SOURCES.glob("[0-9][0-9]_*.py")):
-        target, text = notebook_path(source), render(source)
+    targets = [(notebook_path(source), render(source)) for source in sorted(SOURCES.glob("[0-9][0-9]_*.py"))]
+    if not check:                   # the template is generated, never committed (.gitignore)
+        targets.append((TEMPLATE, render_template()))
+    for target, text in targets:
         if target.exists() and target.read_text() == text:
             continue
         if check:
@@ -99,7 +262,7 @@ def main(argv=None) -> int:
             target.write_text(text)
             print(f"wrote {target.relative_to(LESSONS.parent)}")
     if stale:
-        print("stale notebooks (run python lessons/build_notebooks.py): " + ", ".join(stale))
+        print("stale files (run python lessons/build_notebooks.py): " + ", ".join(stale))
         return 1
     return 0
 

@@ -6,6 +6,7 @@
     tinydense plot         loss, accuracy and learning-rate curves of a run, as an image
     tinydense summary      the layer-by-layer table of a model
     tinydense gradcheck    check every op's backward pass against finite differences
+    tinydense grade        run students' lesson notebooks and workspaces, write a CSV of verdicts
 
 Bad input gives one line on stderr and a non-zero exit status, before any
 file is touched or any data are read.
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gradcheck", help="check every op's backward pass against finite differences")
     p.set_defaults(func=cmd_gradcheck)
+    _add_grade_command(sub)
     return parser
 
 
@@ -302,6 +304,30 @@ def cmd_gradcheck(args) -> int:
     results = check_all_ops()
     print(format_table(results))
     return 0 if all(r.ok for r in results) else EXIT_ERROR
+
+
+# --- tinydense grade (the course's instructor kit; logic in tools/grade.py) -----------------
+
+def _add_grade_command(sub):
+    p = sub.add_parser("grade", help="run students' lesson notebooks and workspaces, write a CSV of verdicts",
+                       description="Execute each notebook (its own cells, with the instructors' exercise checks) "
+                                   "and check each workspace (my_ops*.py) in a child process with a time limit; "
+                                   "write one CSV row per exercise: file, exercise, PASS/FAIL, message.")
+    p.add_argument("paths", nargs="+", metavar="NOTEBOOK_OR_DIR", help="notebooks, workspaces or directories")
+    p.add_argument("--out", default="grades.csv", help="the CSV to write (default: grades.csv; never overwritten)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per file (default: 600)")
+    p.add_argument("--lessons", metavar="DIR", help="the instructors' lessons folder with exercises.py "
+                                                    "(default: the repository's lessons/)")
+    p.add_argument("--full", action="store_true", help="student settings instead of the fast ones "
+                                                       "(TINYDENSE_LESSONS_FAST unset): much slower")
+    p.set_defaults(func=cmd_grade)
+
+
+def cmd_grade(args) -> int:
+    from .tools.grade import grade
+    rows = grade(args.paths, args.out, lessons=args.lessons, timeout=args.timeout, fast=not args.full)
+    print(f"{sum(r[2] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
+    return 0
 
 
 def main(argv=None) -> int:

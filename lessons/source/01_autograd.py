@@ -15,7 +15,8 @@
 #   and what goes wrong otherwise;
 # - why a value that is used twice must **accumulate** its gradient, and why
 #   DenseNet, where every layer's output is read by all later layers, depends on it;
-# - how the same ideas look in `tinydense` (`Tensor`, `Function`, `backward`).
+# - how the same ideas look in `tinydense` (`Tensor`, `Function`, `backward`), and, as
+#   exercises, how to write the backward pass of a `Function` with several inputs.
 
 # %%
 %matplotlib inline
@@ -28,6 +29,10 @@ import numpy as np
 
 import tinydense as td
 import tinydense.functional as F
+from tinydense import Function
+from tinydense.backend import get_array_module
+
+from exercises import check_linear, check_mul
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 
@@ -295,6 +300,54 @@ print("df/dx =", x.grad, "  df/dw =", w.grad)
 print(inspect.getsource(td.Tensor.backward))
 
 # %% [markdown]
+# ### Exercise 1: a `Function` with two inputs
+#
+# A `Function`'s `backward(self, g)` receives $g = \partial L/\partial z$, with the
+# output's shape, and returns one gradient per input of `forward`, as a **tuple**
+# in the same order, each with its input's shape. It can use what `forward`
+# saved on `self`. Write the backward pass of the elementwise product
+# $z = a \cdot b$ (the local derivatives are the other factor, as in
+# `Scalar.__mul__`), run the cell, then run the check below it.
+
+# %% tags=["exercise-stub"]
+class Mul(Function):
+    # z = a * b, elementwise (a and b have the same shape)
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        # g: dL/dz, z's shape. Return (dL/da, dL/db): a tuple, in the order of forward's inputs.
+        raise NotImplementedError("write the backward pass of Mul")
+
+# %% tags=["exercise-check"]
+check_mul(Mul)
+
+# %% [markdown]
+# ### Exercise 2: a fully connected layer
+#
+# $y = x W^\top + b$ for a batch $x$ of shape $(N, \text{in})$, a weight $W$ of shape
+# $(\text{out}, \text{in})$ (PyTorch's layout) and a bias of shape $(\text{out},)$.
+# Work out each gradient for one element, $y_{nj} = \sum_i x_{ni} W_{ji} + b_j$, then
+# write it as a matrix product; check every shape against its input's.
+
+# %% tags=["exercise-stub"]
+class Linear(Function):
+    # x (N, in) @ weight (out, in)^T + bias (out,) -> y (N, out)
+    def forward(self, x, weight, bias=None):
+        self.x, self.weight = x, weight
+        y = x @ weight.T
+        return y if bias is None else y + bias
+
+    def backward(self, g):
+        # g: (N, out). Return (dx, dweight, dbias) with the shapes of x, weight and bias
+        # (without a bias the third value is ignored).
+        raise NotImplementedError("write the backward pass of Linear")
+
+# %% tags=["exercise-check"]
+check_linear(Linear)
+
+# %% [markdown]
 # Leaves accumulate too, across calls: calling `backward` twice without
 # clearing `.grad` adds the second gradient to the first. That is why every
 # training step starts by zeroing the gradients.
@@ -354,34 +407,35 @@ print(f"  directly       : |share| = {np.linalg.norm(direct):.3f}")
 # Why connect every layer to every later one? One reason is visible in the
 # gradients. In a plain chain $x_\ell = \tanh(W_\ell x_{\ell-1})$ the gradient
 # reaching the input is a product of one Jacobian per layer; when those are
-# small, it shrinks exponentially with depth (the *vanishing gradient*). In a
-# densely connected chain the input also reaches the output directly, and by
-# every combination of layers in between, so part of the gradient always
-# travels a short path.
+# small, it shrinks exponentially with depth (the *vanishing gradient*). A
+# residual chain (ResNet), $x_\ell = x_{\ell-1} + \tanh(W_\ell x_{\ell-1})$, adds an
+# identity path around every layer; a densely connected chain lets the input
+# reach the output directly, and by every combination of layers in between.
+# Either way part of the gradient always travels a short path.
 #
-# The plot measures $\|\partial\,\text{loss}/\partial x_0\|$ for both kinds of
+# The plot measures $\|\partial\,\text{loss}/\partial x_0\|$ for the three kinds of
 # chain, with the same small random weights, as the depth grows.
 
 # %%
-def input_gradient_norm(depth, dense, width=8, scale=0.5, seed=0):
+def input_gradient_norm(depth, kind, width=8, scale=0.5, seed=0):
+    """|d loss / d x_0| for a chain of `depth` tanh layers: kind "plain", "residual" or "dense"."""
     rng = np.random.default_rng(seed)
     x = td.tensor(rng.standard_normal((4, width)), requires_grad=True, dtype=np.float64)
     features = [x]
     for _ in range(depth):
-        inp = F.cat(features, axis=1) if dense else features[-1]
+        inp = F.cat(features, axis=1) if kind == "dense" else features[-1]
         W = td.tensor(rng.standard_normal((inp.shape[1], width)) * scale / np.sqrt(inp.shape[1]))
-        features.append((inp @ W).tanh())
-    out = F.cat(features[1:], axis=1) if dense else features[-1]   # everything the chain produced
+        new = (inp @ W).tanh()
+        features.append(features[-1] + new if kind == "residual" else new)
+    out = F.cat(features[1:], axis=1) if kind == "dense" else features[-1]   # what the chain produced
     out.sum().backward()
     return np.linalg.norm(x.grad)
 
 
 depths = range(1, 13 if FAST else 31)
-plain = [input_gradient_norm(d, dense=False) for d in depths]
-dense = [input_gradient_norm(d, dense=True) for d in depths]
 plt.figure(figsize=(6, 3.5))
-plt.semilogy(depths, plain, "o-", label="plain chain")
-plt.semilogy(depths, dense, "s-", label="dense connections")
+for kind, marker in [("plain", "o-"), ("residual", "^-"), ("dense", "s-")]:
+    plt.semilogy(depths, [input_gradient_norm(d, kind) for d in depths], marker, label=f"{kind} chain")
 plt.xlabel("number of layers")
 plt.ylabel("|gradient at the input|")
 plt.title("Gradient reaching the first layer")
@@ -391,9 +445,14 @@ plt.show()
 
 # %% [markdown]
 # In the plain chain the gradient at the input drops by roughly a constant
-# factor per layer. With dense connections it stays of the same order however
-# deep the chain is: DenseNet's "alleviates the vanishing gradient" in one
-# picture, and it rests entirely on the `+=` of section 2.
+# factor per layer. The residual and the dense chain both keep it of the same
+# order however deep the chain is: what helps is the **short path**, which an
+# addition (ResNet) provides as well as a concatenation (DenseNet). In the
+# residual chain the identity path makes every Jacobian $I + J_\ell$, so the
+# gradient cannot vanish (it may grow slowly); in the dense chain the input is
+# one of the concatenated features of every layer. Concatenation's advantages
+# are elsewhere: the dense-connectivity lesson shows that it keeps every feature map intact for
+# later layers, with far fewer parameters. Both rest on the `+=` of section 2.
 #
 # ## Questions and exercises
 #
@@ -407,4 +466,4 @@ plt.show()
 # 4. Why does `Tensor.backward` clear the saved arrays of every `Function` after
 #    using them? What would it cost to keep them on a DenseNet-BC with 100 layers?
 # 5. In section 7, raise `scale` to 2. What happens to the plain chain, and why
-#    does the dense chain still behave?
+#    do the residual and the dense chain still behave?

@@ -14,6 +14,8 @@
 # - **im2col**: rewriting a convolution as a matrix product, and then the whole
 #   batch as **one** matrix product (GEMM);
 # - the backward pass of a convolution as two more matrix products;
+# - as exercises: the convolution as loops, the im2col matrix, and the backward pass
+#   of a convolution layer (checked automatically);
 # - how to count a layer's memory, parameters and FLOPs, worked through for
 #   AlexNet's first convolution and pooling layer and checked with
 #   `tinydense.summary`;
@@ -30,6 +32,10 @@ import numpy as np
 import tinydense as td
 import tinydense.functional as F
 import tinydense.nn as nn
+from tinydense import Function
+from tinydense.backend import get_array_module
+
+from exercises import check_conv2d, check_conv2d_loops, check_im2col, passed
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 rng = np.random.default_rng(0)
@@ -84,41 +90,30 @@ for W, K, S, P, where in cases:
 # %% [markdown]
 # ## 3. Version 1: loops
 #
-# The formula translates directly into seven nested loops. This is the
-# definition, and our reference for everything that follows; it is also
-# hopelessly slow, as we will measure.
+# The formula translates directly into nested loops: over images, filters,
+# output rows and columns, and inside, over the input channels and the
+# kernel's rows and columns. This is the definition, and the reference for
+# everything that follows; it is also hopelessly slow, as we will measure.
+#
+# ### Exercise 1: the convolution as loops
+#
+# Write `conv2d_loops` with plain Python loops and NumPy indexing: zero-pad the
+# input with `np.pad`, compute the output size with `output_size`, and fill
+# every output number from the formula of section 1. (Square kernels, one
+# stride and one padding for both axes.)
 
-# %%
-def conv_loops(x, w, b, stride=1, padding=0):
-    N, C, H, W = x.shape
-    O, _, K, _ = w.shape
-    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
-    xpad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    y = np.zeros((N, O, OH, OW), dtype=x.dtype)
-    for n in range(N):
-        for o in range(O):
-            for i in range(OH):
-                for j in range(OW):
-                    total = b[o]
-                    for c in range(C):
-                        for a in range(K):
-                            for bb in range(K):
-                                total += w[o, c, a, bb] * xpad[n, c, i * stride + a, j * stride + bb]
-                    y[n, o, i, j] = total
-    return y
+# %% tags=["exercise-stub"]
+def conv2d_loops(x, w, b, stride=1, padding=0):
+    """x (N, C, H, W), w (O, C, K, K), b (O,) -> y (N, O, OH, OW), by loops."""
+    raise NotImplementedError("write the convolution as loops")
 
-
-x = rng.standard_normal((2, 3, 7, 7))
-w = rng.standard_normal((4, 3, 3, 3))
-b = rng.standard_normal(4)
-y_loops = conv_loops(x, w, b, stride=2, padding=1)
-y_td = F.conv2d(td.tensor(x), td.tensor(w), td.tensor(b), stride=2, padding=1).numpy()
-print("output shape", y_loops.shape, "  max |loops - tinydense| =", np.abs(y_loops - y_td).max())
+# %% tags=["exercise-check"]
+check_conv2d_loops(conv2d_loops)
 
 # %% [markdown]
-# The three innermost loops compute a dot product between the filter
-# `w[o]` and one patch of the input. NumPy can do that dot product for us,
-# which leaves four Python loops: one iteration per output number.
+# The innermost loops compute a dot product between the filter `w[o]` and one
+# patch of the input. NumPy can do that dot product for us, which leaves four
+# Python loops: one iteration per output number.
 
 # %%
 def conv_window_loops(x, w, b, stride=1, padding=0):
@@ -136,7 +131,12 @@ def conv_window_loops(x, w, b, stride=1, padding=0):
     return y
 
 
-print("max |window loops - loops| =", np.abs(conv_window_loops(x, w, b, 2, 1) - y_loops).max())
+x = rng.standard_normal((2, 3, 7, 7))
+w = rng.standard_normal((4, 3, 3, 3))
+b = rng.standard_normal(4)
+y_ref = F.conv2d(td.tensor(x), td.tensor(w), td.tensor(b), stride=2, padding=1).numpy()
+print("output shape", y_ref.shape, "  max |window loops - tinydense| =",
+      np.abs(conv_window_loops(x, w, b, 2, 1) - y_ref).max())
 
 # %% [markdown]
 # ## 4. Version 2: im2col, one matrix product per image
@@ -198,22 +198,31 @@ plt.show()
 # the padded input, `xpad[c, a::S, b'::S]` (cut to $OH \times OW$). So the
 # matrix can be filled with one slice copy per kernel tap, $K^2$ copies in all,
 # for every image and channel at once. This is how `tinydense` builds it.
+#
+# ### Exercise 2: im2col with one copy per tap
+#
+# Write `im2col` for a whole batch: the result has shape $(N, CK^2, OH \cdot OW)$,
+# row $c K^2 + aK + b'$ of image $n$ holds tap $(a, b')$ of channel $c$. Loop over
+# the taps only (hint: fill an array of shape $(N, C, K, K, OH, OW)$, then reshape).
+
+# %% tags=["exercise-stub"]
+def im2col(x, K, stride=1, padding=0):
+    """Column matrices of a batch x (N, C, H, W) -> (N, C*K*K, OH*OW), one slice copy per tap."""
+    raise NotImplementedError("write im2col with one copy per tap")
+
+# %% tags=["exercise-check"]
+check_im2col(im2col)
+
+# %% [markdown]
+# The rest of this lesson uses your `im2col` once it passes, and the per-pixel
+# version until then (which gives the same matrix, only more slowly):
 
 # %%
-def im2col(x, K, stride=1, padding=0):
-    """Column matrices of a batch x (N, C, H, W) -> (N, C*K*K, OH*OW), one copy per tap."""
-    N, C, H, W = x.shape
-    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
-    xpad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    cols = np.empty((N, C, K, K, OH, OW), dtype=x.dtype)
-    for a in range(K):
-        for bb in range(K):
-            cols[:, :, a, bb] = xpad[:, :, a:a + stride * OH:stride, bb:bb + stride * OW:stride]
-    return cols.reshape(N, C * K * K, OH * OW)
-
-
-print("same matrix as the per-pixel version:",
-      np.array_equal(im2col(image[None], 3)[0], im2col_by_pixel(image, 3)))
+def columns(x, K, stride=1, padding=0):
+    """im2col of a batch: yours if it passed its check, else the per-pixel version."""
+    if passed("im2col"):
+        return im2col(x, K, stride, padding)
+    return np.stack([im2col_by_pixel(x1, K, stride, padding) for x1 in x])
 
 
 def conv_im2col(x, w, b, stride=1, padding=0):
@@ -221,7 +230,7 @@ def conv_im2col(x, w, b, stride=1, padding=0):
     N, C, H, W = x.shape
     O, _, K, _ = w.shape
     OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
-    cols = im2col(x, K, stride, padding)
+    cols = columns(x, K, stride, padding)
     w_mat = w.reshape(O, C * K * K)
     y = np.empty((N, O, OH * OW), dtype=x.dtype)
     for n in range(N):
@@ -229,7 +238,8 @@ def conv_im2col(x, w, b, stride=1, padding=0):
     return y.reshape(N, O, OH, OW) + b.reshape(1, O, 1, 1)
 
 
-print("max |im2col - loops| =", np.abs(conv_im2col(x, w, b, 2, 1) - y_loops).max())
+print("im2col in use:", "yours" if passed("im2col") else "per pixel")
+print("max |im2col - tinydense| =", np.abs(conv_im2col(x, w, b, 2, 1) - y_ref).max())
 
 # %% [markdown]
 # ## 5. Version 3: the whole batch as one GEMM
@@ -247,13 +257,13 @@ def conv_gemm(x, w, b, stride=1, padding=0):
     N, C, H, W = x.shape
     O, _, K, _ = w.shape
     OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
-    cols = im2col(x, K, stride, padding)                            # (N, CKK, OH*OW)
+    cols = columns(x, K, stride, padding)                           # (N, CKK, OH*OW)
     cols = cols.transpose(1, 0, 2).reshape(C * K * K, N * OH * OW)   # side by side
     y = w.reshape(O, C * K * K) @ cols                              # one GEMM: (O, N*OH*OW)
     return y.reshape(O, N, OH, OW).transpose(1, 0, 2, 3) + b.reshape(1, O, 1, 1)
 
 
-print("max |one GEMM - loops| =", np.abs(conv_gemm(x, w, b, 2, 1) - y_loops).max())
+print("max |one GEMM - tinydense| =", np.abs(conv_gemm(x, w, b, 2, 1) - y_ref).max())
 
 # %% [markdown]
 # `F.conv2d` uses this idea with two refinements you can read in
@@ -272,35 +282,50 @@ print("max |one GEMM - loops| =", np.abs(conv_gemm(x, w, b, 2, 1) - y_loops).max
 #   \frac{\partial L}{\partial b} = \sum_{n,i,j} G .$$
 #
 # The gradient for the column matrix must then go back to the image: every
-# entry is added to the pixel it was copied from (*col2im*). A pixel copied
-# into several columns collects several contributions, the same "used more
-# than once, so gradients add" rule as in lesson 1. We check this against
-# tinydense's own backward pass.
+# entry is added to the pixel it was copied from (*col2im*, the reverse of the
+# tap-by-tap copy). A pixel copied into several columns collects several
+# contributions, the same "used more than once, so gradients add" rule as in
+# lesson 1. Finally the padding is cut off: it was not part of the input.
+#
+# ### Exercise 3: the backward pass of a convolution layer
+#
+# Here is a convolution `Function` whose forward pass builds the column matrix
+# tap by tap and saves it. Write its backward pass from the three formulas:
+# `(dx, dweight, dbias)`, each of its input's shape (without a bias, the third
+# value is ignored). The check uses odd shapes, strides, padding and a
+# non-square kernel. Loop over the kernel's taps at most, never over pixels.
 
-# %%
-def conv_backward(x, w, g, stride=1, padding=0):
-    """Gradients of sum(conv(x, w, b) * g) with respect to x, w and b."""
-    N, C, H, W = x.shape
-    O, _, K, _ = w.shape
-    OH, OW = g.shape[2:]
-    cols = im2col(x, K, stride, padding)                    # (N, CKK, OH*OW)
-    g_mat = g.reshape(N, O, OH * OW)
-    dw = (g_mat @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
-    dcols = (w.reshape(O, -1).T @ g_mat).reshape(N, C, K, K, OH, OW)
-    dxpad = np.zeros((N, C, H + 2 * padding, W + 2 * padding))
-    for a in range(K):                                      # col2im: scatter back, adding
-        for bb in range(K):
-            dxpad[:, :, a:a + stride * OH:stride, bb:bb + stride * OW:stride] += dcols[:, :, a, bb]
-    dx = dxpad[:, :, padding:padding + H, padding:padding + W]
-    return dx, dw, g.sum(axis=(0, 2, 3))
+# %% tags=["workspace"]
+def pair(value):
+    """An int or a pair of ints -> a pair (stride=2 means (2, 2))."""
+    return (value, value) if isinstance(value, int) else tuple(value)
 
+# %% tags=["exercise-stub"]
+class Conv2d(Function):
+    # x (N, C, H, W) * weight (O, C, kh, kw) + bias (O,) -> y (N, O, OH, OW), by im2col:
+    # y[n] = weight as an (O, C*kh*kw) matrix @ cols[n], the (C*kh*kw, OH*OW) patches of image n
+    def forward(self, x, weight, bias=None, stride=1, padding=0):
+        xp = get_array_module(x)
+        (sh, sw), (ph, pw) = pair(stride), pair(padding)
+        N, C, H, W = x.shape
+        O, _, kh, kw = weight.shape
+        OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        cols = xp.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
+        for a in range(kh):                       # one strided copy per tap (a, b)
+            for b in range(kw):
+                cols[:, :, a, b] = xpad[:, :, a:a + sh * OH:sh, b:b + sw * OW:sw]
+        self.cols = cols.reshape(N, C * kh * kw, OH * OW)
+        self.x_shape, self.weight, self.stride, self.padding = x.shape, weight, (sh, sw), (ph, pw)
+        y = xp.matmul(weight.reshape(O, -1), self.cols).reshape(N, O, OH, OW)
+        return y if bias is None else y + bias.reshape(1, O, 1, 1)
 
-xt, wt, bt = (td.tensor(a, requires_grad=True) for a in (x, w, b))
-y = F.conv2d(xt, wt, bt, stride=2, padding=1)
-g = rng.standard_normal(y.shape)
-y.backward(g)
-for name, mine, theirs in zip(["dx", "dw", "db"], conv_backward(x, w, g, 2, 1), [xt.grad, wt.grad, bt.grad]):
-    print(f"{name}: max |ours - tinydense| = {np.abs(mine - theirs).max():.2e}")
+    def backward(self, g):
+        # g: (N, O, OH, OW). Return (dx, dweight, dbias) with the shapes of x, weight and bias.
+        raise NotImplementedError("write the backward pass of Conv2d")
+
+# %% tags=["exercise-check"]
+check_conv2d(Conv2d)
 
 # %% [markdown]
 # ## 7. Counting memory, parameters and FLOPs: AlexNet's first layers
@@ -388,12 +413,15 @@ bb = np.zeros(O, dtype=np.float32)
 macs_per_image = O * H * H * C * 9
 
 versions = {
-    "7 loops": (lambda: conv_loops(xb[:1], wb, bb, 1, 1), 1),
+    "your loops (exercise 1)": (lambda: conv2d_loops(xb[:1], wb, bb, 1, 1), 1),
     "4 loops + np.sum": (lambda: conv_window_loops(xb, wb, bb, 1, 1), N),
     "im2col, GEMM per image": (lambda: conv_im2col(xb, wb, bb, 1, 1), N),
     "im2col, one GEMM": (lambda: conv_gemm(xb, wb, bb, 1, 1), N),
     "F.conv2d": (lambda: F.conv2d(td.tensor(xb), td.tensor(wb), td.tensor(bb), padding=1), N),
 }
+if not passed("conv2d_loops"):
+    del versions["your loops (exercise 1)"]
+    print("(your loops are timed here once exercise 1 passes)")
 rates = {}
 for name, (fn, images) in versions.items():
     seconds = best_time(fn, repeat=1 if "loops" in name else 5)

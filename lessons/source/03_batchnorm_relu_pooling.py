@@ -6,8 +6,8 @@
 # order BN-ReLU-Conv). Between dense blocks, transition layers shrink the
 # image with average pooling, and the network ends with a global average
 # pool. In this lesson we derive the backward pass of each of these ops by
-# hand, implement it in NumPy, and check it against `tinydense` and against
-# finite differences.
+# hand, and you implement each one as a `Function`, checked against `tinydense`
+# and against finite differences.
 #
 # ## What you will learn
 #
@@ -16,7 +16,9 @@
 #   average pooling spreads it over the window;
 # - the derivation of batch norm's backward pass in training mode, down to
 #   a three-term formula, and the two properties that formula guarantees;
-# - the difference between batch norm in training and in evaluation mode.
+# - the difference between batch norm in training and in evaluation mode;
+# - as exercises: the backward passes of ReLU, max pooling, average pooling and batch
+#   norm (training and eval), the same classes your workspace (the capstone lesson) runs on.
 
 # %%
 %matplotlib inline
@@ -25,6 +27,10 @@ import numpy as np
 
 import tinydense as td
 import tinydense.functional as F
+from tinydense import Function
+from tinydense.backend import get_array_module
+
+from exercises import check_avg_pool, check_batch_norm, check_max_pool, check_relu
 
 rng = np.random.default_rng(0)
 
@@ -60,6 +66,27 @@ plt.show()
 z = td.tensor(np.array([-1.0, 0.0, 2.0]), requires_grad=True)
 F.relu(z).backward(np.ones(3))
 print("gradient at x = -1, 0, 2:", z.grad)
+
+# %% [markdown]
+# ### Exercise 1: ReLU
+#
+# The forward pass keeps its output. Write the backward pass: the mask times
+# the upstream gradient.
+
+# %% tags=["exercise-stub"]
+class ReLU(Function):
+    # y = max(x, 0), elementwise
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.out = xp.maximum(x, 0)
+        return self.out
+
+    def backward(self, g):
+        # g: dL/dy, x's shape. Return dL/dx (0 where x <= 0, as PyTorch).
+        raise NotImplementedError("write the backward pass of ReLU")
+
+# %% tags=["exercise-check"]
+check_relu(ReLU)
 
 # %% [markdown]
 # ## 2. Max pooling routes, average pooling spreads
@@ -115,47 +142,83 @@ plt.show()
 # pooling gives the centre pixels a share from each of the 9 windows that
 # cover them and the corners a share from only one.
 #
-# A NumPy version of both backward passes, looping over the $K^2$ taps of the
-# window (never over pixels), and a check against tinydense:
+# Both ops read each window as $K^2$ strided slices of the padded input, one
+# per tap $(a, b)$ of the window: tap $(a, b)$ of every window at once is
+# `xpad[:, :, a : a + S*OH : S, b : b + S*OW : S]`. The backward passes go the other
+# way: each tap's share of the gradient is **added** into that same slice of a
+# zero array the size of the padded input, and the padding is cut off at the end.
+#
+# ### Exercise 2: max pooling
+#
+# The forward pass records, for every window, which tap held the maximum
+# (`self.argmax`, the number $t = a\,k_w + b$; the first one on ties). Send each
+# window's gradient to that tap only. Windows may overlap and the input may be
+# padded (with $-\infty$): the check tests both.
 
-# %%
-def taps(K, S, OH, OW):
-    """Slices of the input read by tap (a, b) of every window at once."""
-    for a in range(K):
-        for b in range(K):
-            yield (a, b), (slice(None), slice(None), slice(a, a + S * OH, S), slice(b, b + S * OW, S))
-
-
-def max_pool_backward(x, g, K, S):
-    OH, OW = g.shape[2:]
-    best = np.full(g.shape, -np.inf)
-    winner = np.zeros(g.shape, dtype=int)
-    for t, (_, window) in enumerate(taps(K, S, OH, OW)):   # forward again, remembering the argmax
-        better = x[window] > best
-        best = np.where(better, x[window], best)
-        winner = np.where(better, t, winner)
-    dx = np.zeros_like(x)
-    for t, (_, window) in enumerate(taps(K, S, OH, OW)):
-        dx[window] += g * (winner == t)                     # only the winner gets the gradient
-    return dx
+# %% tags=["workspace"]
+def pair(value):
+    """An int or a pair of ints -> a pair (stride=2 means (2, 2))."""
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def avg_pool_backward(x, g, K, S):
-    OH, OW = g.shape[2:]
-    dx = np.zeros_like(x)
-    for _, window in taps(K, S, OH, OW):
-        dx[window] += g / (K * K)                           # every tap gets an equal share
-    return dx
+def pool_geometry(x, kernel_size, stride, padding):
+    """Kernel, stride, padding (pairs; stride defaults to the kernel) and output size of a pooling."""
+    (kh, kw), (ph, pw) = pair(kernel_size), pair(padding)
+    sh, sw = pair(kernel_size if stride is None else stride)
+    H, W = x.shape[2:]
+    return (kh, kw), (sh, sw), (ph, pw), ((H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
 
+# %% tags=["exercise-stub"]
+class MaxPool2d(Function):
+    # x (N, C, H, W) -> y (N, C, OH, OW): the largest value of each window (padding counts as -inf)
+    def forward(self, x, kernel_size, stride=None, padding=0):
+        xp = get_array_module(x)
+        (kh, kw), (sh, sw), (ph, pw), (OH, OW) = pool_geometry(x, kernel_size, stride, padding)
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf)
+        y = xp.full(x.shape[:2] + (OH, OW), -xp.inf, dtype=x.dtype)
+        self.argmax = xp.zeros(y.shape, dtype=xp.int64)     # which tap t = a*kw + b held the maximum
+        for a in range(kh):
+            for b in range(kw):
+                v = xpad[:, :, a:a + sh * OH:sh, b:b + sw * OW:sw]
+                better = v > y                             # strict: ties keep the first maximum
+                y = xp.where(better, v, y)
+                self.argmax = xp.where(better, a * kw + b, self.argmax)
+        self.x_shape, self.geometry = x.shape, ((kh, kw), (sh, sw), (ph, pw), (OH, OW))
+        return y
 
-x = rng.standard_normal((2, 3, 7, 7))
-for name, pool, ours in [("max", F.max_pool2d, max_pool_backward), ("avg", F.avg_pool2d, avg_pool_backward)]:
-    for K, S in [(2, 2), (3, 2), (3, 1)]:
-        xt = td.tensor(x, requires_grad=True)
-        y = pool(xt, K, S)
-        g = rng.standard_normal(y.shape)
-        y.backward(g)
-        print(f"{name} pool K={K} S={S}: max |ours - tinydense| = {np.abs(ours(x, g, K, S) - xt.grad).max():.1e}")
+    def backward(self, g):
+        # g: (N, C, OH, OW). Return dL/dx, of shape self.x_shape.
+        raise NotImplementedError("write the backward pass of max pooling")
+
+# %% tags=["exercise-check"]
+check_max_pool(MaxPool2d)
+
+# %% [markdown]
+# ### Exercise 3: average pooling
+#
+# Every tap of a window gets $1/(k_h k_w)$ of the window's gradient. Padded zeros
+# count in the divisor (PyTorch's default), so the divisor is always $k_h k_w$.
+
+# %% tags=["exercise-stub"]
+class AvgPool2d(Function):
+    # x (N, C, H, W) -> y (N, C, OH, OW): the mean of each window (zero padding, counted in the divisor)
+    def forward(self, x, kernel_size, stride=None, padding=0):
+        xp = get_array_module(x)
+        (kh, kw), (sh, sw), (ph, pw), (OH, OW) = pool_geometry(x, kernel_size, stride, padding)
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        y = xp.zeros(x.shape[:2] + (OH, OW), dtype=x.dtype)
+        for a in range(kh):
+            for b in range(kw):
+                y += xpad[:, :, a:a + sh * OH:sh, b:b + sw * OW:sw]
+        self.x_shape, self.geometry = x.shape, ((kh, kw), (sh, sw), (ph, pw), (OH, OW))
+        return y / (kh * kw)
+
+    def backward(self, g):
+        # g: (N, C, OH, OW). Return dL/dx, of shape self.x_shape.
+        raise NotImplementedError("write the backward pass of average pooling")
+
+# %% tags=["exercise-check"]
+check_avg_pool(AvgPool2d)
 
 # %% [markdown]
 # ## 3. Batch norm: the forward pass
@@ -228,50 +291,10 @@ print("per-channel std after           :", y.numpy().std(axis=(0, 2, 3)).round(4
 # The two sums are exactly the $\beta$ and $\gamma$ gradients, so they cost
 # nothing extra.
 #
-# In NumPy, for (N, C, H, W) inputs:
-
-# %%
-def batch_norm_forward(x, gamma, beta, eps=1e-5):
-    mean = x.mean(axis=(0, 2, 3), keepdims=True)
-    s = 1 / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + eps)
-    xhat = (x - mean) * s
-    return gamma.reshape(1, -1, 1, 1) * xhat + beta.reshape(1, -1, 1, 1), (xhat, s)
-
-
-def batch_norm_backward(g, gamma, saved):
-    xhat, s = saved
-    M = g.size // g.shape[1]
-    sum_g = g.sum(axis=(0, 2, 3), keepdims=True)
-    sum_g_xhat = (g * xhat).sum(axis=(0, 2, 3), keepdims=True)
-    dx = gamma.reshape(1, -1, 1, 1) * s / M * (M * g - sum_g - xhat * sum_g_xhat)
-    return dx, sum_g_xhat.ravel(), sum_g.ravel()
-
-
-x = rng.standard_normal((4, 3, 5, 5)) * 2 + 1
-gamma, beta = 1 + rng.standard_normal(3) * 0.3, rng.standard_normal(3)
-y, saved = batch_norm_forward(x, gamma, beta)
-g = rng.standard_normal(y.shape)
-ours = batch_norm_backward(g, gamma, saved)
-
-xt, wt, bt = (td.tensor(a, requires_grad=True) for a in (x, gamma, beta))
-yt = F.batch_norm(xt, None, None, wt, bt, training=True)
-yt.backward(g)
-for name, mine, theirs in zip(["dx", "dgamma", "dbeta"], ours, [xt.grad, wt.grad, bt.grad]):
-    print(f"{name:6s}: max |ours - tinydense| = {np.abs(mine - theirs).max():.1e}")
-
-# %% [markdown]
-# Agreeing with tinydense shows that we derived the same formula, not that the
-# formula is right. For that we compare with finite differences (lesson 4
-# explains how `gradcheck` works and how to read its verdict):
-
-# %%
-check = td.gradcheck(lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
-                     [x[:2, :, :3, :3], gamma, beta], verbose=True)
-print("gradcheck passed:", check)
-
-# %% [markdown]
-# The formula makes two properties visible. For every channel, the gradient
-# $\partial L/\partial x$ sums to zero and is orthogonal to $\hat x$:
+# You will write this formula as code at the end of the lesson. First we
+# check the two properties it promises, on tinydense's own batch norm. For
+# every channel, the gradient $\partial L/\partial x$ sums to zero and is
+# orthogonal to $\hat x$:
 #
 # $$\sum_j \frac{\partial L}{\partial x_j} = 0, \qquad \sum_j \hat x_j\, \frac{\partial L}{\partial x_j} = 0 .$$
 #
@@ -280,12 +303,17 @@ print("gradcheck passed:", check)
 # "batch norm output does not change if you shift or scale a channel's
 # inputs". It also means that any loss that only sees $\sum_i y_i$ gives
 # batch norm's input a gradient of exactly zero, a trap for gradient checks
-# that lesson 4 explores.
+# that the gradient-checking lesson explores.
 
 # %%
-dx = ours[0]
-print("per-channel sum of dx       :", dx.sum(axis=(0, 2, 3)))
-print("per-channel sum of dx * xhat:", (dx * saved[0]).sum(axis=(0, 2, 3)))
+x = rng.standard_normal((4, 3, 5, 5)) * 2 + 1
+gamma, beta = 1 + rng.standard_normal(3) * 0.3, rng.standard_normal(3)
+xt, wt, bt = (td.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+yt = F.batch_norm(xt, None, None, wt, bt, training=True)
+yt.backward(rng.standard_normal(yt.shape))
+xhat = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+print("per-channel sum of dx       :", xt.grad.sum(axis=(0, 2, 3)))
+print("per-channel sum of dx * xhat:", (xt.grad * xhat).sum(axis=(0, 2, 3)))
 
 # %% [markdown]
 # ## 5. Training mode and evaluation mode
@@ -325,6 +353,50 @@ g = rng.standard_normal(y_eval.shape)
 y_eval.backward(g)
 expected = g * (w_eval.numpy() / np.sqrt(running_var + 1e-5)).reshape(1, 3, 1, 1)
 print("eval-mode gradient is a per-channel scale:", np.allclose(x_eval.grad, expected))
+
+# %% [markdown]
+# ### Exercise 4: batch norm, in training and in evaluation mode
+#
+# The forward pass below is tinydense's batch norm, line for line the math of
+# sections 3 and 5: it normalises with the batch statistics in training
+# (updating the running statistics in place) and with the running statistics
+# in eval mode, and applies `weight` and `bias` when they are given. Write the
+# backward pass: the boxed formula in training mode, the per-channel scale in
+# eval mode. The running statistics are inputs of `forward` but get no
+# gradient: return `None` in their places.
+
+# %% tags=["exercise-stub"]
+class BatchNorm(Function):
+    # x (N, C, H, W) or (N, C); statistics per channel over the M = N*H*W values of that channel
+    def forward(self, x, running_mean, running_var, weight=None, bias=None,
+                training=False, momentum=0.1, eps=1e-5):
+        xp = get_array_module(x)
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        shape = (1, -1) + (1,) * (x.ndim - 2)          # a (C,) vector shaped to broadcast against x
+        M = x.size // x.shape[1]
+        if training:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)     # var: biased, used to normalise
+            if running_mean is not None:                         # in place, PyTorch's rule
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean
+                running_var *= 1 - momentum
+                running_var += momentum * var * (M / (M - 1))
+        else:
+            mean, var = running_mean, running_var
+        self.invstd = 1 / xp.sqrt(var + eps)
+        self.xhat = (x - mean.reshape(shape)) * self.invstd.reshape(shape)
+        self.weight, self.training, self.axes, self.shape, self.M = weight, training, axes, shape, M
+        if weight is None:
+            return self.xhat
+        return self.xhat * weight.reshape(shape) + bias.reshape(shape)
+
+    def backward(self, g):
+        # g: dL/dy, x's shape. Return one value per input of forward, in order:
+        # (dx, None, None, dweight, dbias), or (dx, None, None) when weight is None.
+        raise NotImplementedError("write the backward pass of batch norm")
+
+# %% tags=["exercise-check"]
+check_batch_norm(BatchNorm)
 
 # %% [markdown]
 # ## Questions and exercises

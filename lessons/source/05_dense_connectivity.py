@@ -16,7 +16,9 @@
 # - why a block of $L$ layers has $L(L+1)/2$ direct connections;
 # - what the bottleneck (B) and compression (C) change, and when the bottleneck pays off;
 # - how to count the parameters of the paper's CIFAR models, checked against its
-#   Table 2, next to pre-activation ResNets.
+#   Table 2, next to pre-activation ResNets;
+# - as exercises: the channel widths through a whole DenseNet, and its parameter count,
+#   computed by hand (without building the model).
 
 # %%
 %matplotlib inline
@@ -27,6 +29,8 @@ import tinydense as td
 import tinydense.nn as nn
 from tinydense.models import DenseBlock, DenseLayer, densenet, densenet_bc, resnet
 from tinydense.models.resnet import PreActBlock
+
+from exercises import check_channel_widths, check_densenet_parameters
 
 td.manual_seed(0)
 rng = np.random.default_rng(0)
@@ -210,6 +214,39 @@ plt.grid(alpha=0.3)
 plt.show()
 
 # %% [markdown]
+# ### Exercise 1: the widths through the network
+#
+# For the paper's CIFAR networks (section 6 below explains the depth: $n = (L-4)/3$
+# layers per block, or $(L-4)/6$ with the bottleneck; the stem has 16 channels,
+# or $2k$ for DenseNet-BC), compute by hand, **without building a model**, the
+# channel counts after the stem, after each block and after each transition.
+
+# %% tags=["exercise-stub"]
+def channel_widths(depth, growth_rate, bottleneck, compression):
+    """[stem, block 1, transition 1, block 2, transition 2, block 3]: channels after each."""
+    raise NotImplementedError("compute the channel widths")
+
+# %% tags=["exercise-check"]
+check_channel_widths(channel_widths)
+
+# %% [markdown]
+# ### Exercise 2: the parameter count, by hand
+#
+# Now count every parameter, still without building a model: the stem
+# convolution (no bias), every dense layer (section 4's formulas, with the
+# input width of each layer), the transitions (BN and a 1x1 convolution), the
+# final batch norm `norm5` and the classifier (weights and bias, 10 classes).
+# The check compares with the models for six configurations.
+
+# %% tags=["exercise-stub"]
+def densenet_parameters(depth, growth_rate, bottleneck, compression):
+    """The number of parameters of densenet(depth, growth_rate, bottleneck, compression), counted by hand."""
+    raise NotImplementedError("count the parameters")
+
+# %% tags=["exercise-check"]
+check_densenet_parameters(densenet_parameters)
+
+# %% [markdown]
 # ## 6. The paper's Table 2, counted
 #
 # On CIFAR the paper uses three dense blocks on 32x32, 16x16 and 8x8 images.
@@ -280,9 +317,8 @@ plt.show()
 #
 # 1. How many channels leave each of the three blocks of DenseNet-BC with
 #    $L = 100$, $k = 12$? Compute it by hand, then check with `channel_trace`.
-# 2. Derive the parameter count of DenseNet ($k=12$, $L=40$) by hand: the stem,
-#    the 36 dense layers, the two transitions, the final batch norm and the
-#    classifier. Where are most of the parameters?
+# 2. With your `densenet_parameters`, find where DenseNet ($k=12$, $L=40$) keeps most
+#    of its parameters: which block, and the 3x3 convolutions or everything else?
 # 3. For which growth rate does a *first* layer of a block (with $k_0 = 2k$ input
 #    channels) already benefit from the bottleneck?
 # 4. Counting connections: how many does the whole DenseNet-BC ($L = 100$) have,

@@ -9,7 +9,8 @@
 # ## What you will learn
 #
 # - how a dense layer, a dense block, a transition and the full network are
-#   assembled from `Conv2d`, `BatchNorm2d`, `ReLU`, pooling and `Linear` modules;
+#   assembled from `Conv2d`, `BatchNorm2d`, `ReLU`, pooling and `Linear` modules
+#   (you write the first three, checked against the library);
 # - how parameter names such as `features.denseblock2.denselayer5.conv1.weight`
 #   arise, and why tinydense uses torchvision's names;
 # - how to read `tinydense.summary` for a real network: where the parameters,
@@ -28,6 +29,9 @@ import tinydense as td
 import tinydense.functional as F
 import tinydense.nn as nn
 from tinydense.models import densenet121, densenet_bc
+from tinydense.models.densenet import DenseBlock as LibraryDenseBlock, Transition as LibraryTransition
+
+from exercises import check_dense_block, check_dense_layer, check_transition, passed
 
 td.manual_seed(0)
 rng = np.random.default_rng(0)
@@ -42,56 +46,82 @@ rng = np.random.default_rng(0)
 #
 # The convolutions have no bias: each is followed by a batch norm whose
 # own bias would absorb it. Attribute names become parameter names, so we
-# choose the same names as torchvision (`norm1`, `conv1`, `norm2`, `conv2`).
+# choose the same names as torchvision: `norm1`, `relu1`, `conv1`, `norm2`,
+# `relu2`, `conv2`, created in that order.
+#
+# ### Exercise 1: `DenseLayer`
+#
+# Write it with `nn.BatchNorm2d`, `nn.ReLU` and `nn.Conv2d(in, out, kernel_size,
+# padding=..., bias=False)`. `forward` gets the list of feature maps; `F.cat(features,
+# axis=1)` joins them. The check compares the parameter names and shapes with
+# `tinydense.models.DenseLayer`, copies its weights into yours and compares the
+# outputs in training and eval mode.
 
-# %%
+# %% tags=["exercise-stub"]
 class DenseLayer(nn.Module):
     def __init__(self, in_channels, growth_rate):
         super().__init__()
-        self.norm1 = nn.BatchNorm2d(in_channels)
-        self.relu1 = nn.ReLU()
-        self.conv1 = nn.Conv2d(in_channels, 4 * growth_rate, 1, bias=False)
-        self.norm2 = nn.BatchNorm2d(4 * growth_rate)
-        self.relu2 = nn.ReLU()
-        self.conv2 = nn.Conv2d(4 * growth_rate, growth_rate, 3, padding=1, bias=False)
+        raise NotImplementedError("create norm1, relu1, conv1, norm2, relu2, conv2")
 
     def forward(self, features):
-        x = F.cat(features, axis=1)                          # [x_0, ..., x_{l-1}]
-        x = self.conv1(self.relu1(self.norm1(x)))            # bottleneck: down to 4k channels
-        return self.conv2(self.relu2(self.norm2(x)))         # k new channels
+        # features: a list of (N, C_i, H, W) tensors -> (N, growth_rate, H, W)
+        raise NotImplementedError("write the dense layer's forward pass")
+
+# %% tags=["exercise-check"]
+check_dense_layer(DenseLayer)
 
 # %% [markdown]
 # ## 2. The dense block and the transition
 #
 # The block keeps a Python list of feature maps, hands the whole list to each
 # layer, and appends the layer's output. Its output is the concatenation of
-# everything. The transition between blocks compresses the channels with a
-# 1x1 convolution and halves the image with 2x2 average pooling.
+# everything: $k_0 + Lk$ channels. Its layers are named `denselayer1`,
+# `denselayer2`, ... (`self.add_module(name, layer)` registers a module under a
+# name made at run time). The transition between blocks compresses the
+# channels with BN-ReLU and a 1x1 convolution (`norm`, `relu`, `conv`) and halves
+# the image with 2x2 average pooling, stride 2 (`pool`).
+#
+# ### Exercise 2: `DenseBlock`
 
-# %%
+# %% tags=["exercise-stub"]
 class DenseBlock(nn.Module):
     def __init__(self, num_layers, in_channels, growth_rate):
         super().__init__()
-        for i in range(num_layers):
-            self.add_module(f"denselayer{i + 1}", DenseLayer(in_channels + i * growth_rate, growth_rate))
+        raise NotImplementedError("add denselayer1 ... denselayerL, each a DenseLayer")
 
     def forward(self, x):
-        features = [x]
-        for layer in self.children():
-            features.append(layer(features))
-        return F.cat(features, axis=1)
+        # x (N, in_channels, H, W) -> (N, in_channels + num_layers * growth_rate, H, W)
+        raise NotImplementedError("write the dense block's forward pass")
 
+# %% tags=["exercise-check"]
+check_dense_block(DenseBlock)
 
+# %% [markdown]
+# ### Exercise 3: `Transition`
+
+# %% tags=["exercise-stub"]
 class Transition(nn.Module):
     def __init__(self, in_channels, out_channels):
         super().__init__()
-        self.norm = nn.BatchNorm2d(in_channels)
-        self.relu = nn.ReLU()
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.pool = nn.AvgPool2d(2, 2)
+        raise NotImplementedError("create norm, relu, conv and pool")
 
     def forward(self, x):
-        return self.pool(self.conv(self.relu(self.norm(x))))
+        # x (N, in_channels, H, W) -> (N, out_channels, H // 2, W // 2)
+        raise NotImplementedError("write the transition's forward pass")
+
+# %% tags=["exercise-check"]
+check_transition(Transition)
+
+# %% [markdown]
+# The network below is built from your block and transition once their checks
+# pass, and from the library's until then (the same modules, with the same
+# names):
+
+# %%
+Block = DenseBlock if passed("DenseBlock") and passed("DenseLayer") else LibraryDenseBlock
+Trans = Transition if passed("Transition") else LibraryTransition
+print("dense blocks:", "yours" if Block is DenseBlock else "the library's",
+      "  transitions:", "yours" if Trans is Transition else "the library's")
 
 # %% [markdown]
 # ## 3. The network
@@ -110,10 +140,10 @@ class DenseNetBC(nn.Module):
         channels = 2 * growth_rate
         layers = OrderedDict(conv0=nn.Conv2d(3, channels, 3, padding=1, bias=False))
         for b in range(1, 4):
-            layers[f"denseblock{b}"] = DenseBlock(n, channels, growth_rate)
+            layers[f"denseblock{b}"] = Block(n, channels, growth_rate)
             channels += n * growth_rate
             if b < 3:
-                layers[f"transition{b}"] = Transition(channels, channels // 2)
+                layers[f"transition{b}"] = Trans(channels, channels // 2)
                 channels //= 2
         layers["norm5"] = nn.BatchNorm2d(channels)
         self.features = nn.Sequential(layers)
@@ -190,6 +220,8 @@ print(f"... {len(state)} entries, {sum(p.size for p in imagenet.parameters()):,}
 from pathlib import Path
 
 fixtures = Path("..") / "tests" / "fixtures"
+if not fixtures.is_dir():          # the student release keeps them beside the notebooks
+    fixtures = Path("fixtures")
 state = td.load_pth(fixtures / "tiny_densenet.pth")
 expected = np.load(fixtures / "expected.npz", allow_pickle=False)
 print(f"{len(state)} arrays, for example:")

@@ -5,8 +5,10 @@
 # its block. Whether a trained network actually *does* is a question about its
 # weights, and the DenseNet paper answers it with one figure (its Fig. 5): for
 # every layer it measures how strongly the layer's filters weigh each earlier
-# source. We rebuild that figure for a DenseNet-BC with $L = 40$ and $k = 12$,
-# trained in lesson 7 (or here, if lesson 7's result is not available).
+# source. The paper's figure is for the plain DenseNet with $L = 40$ and $k = 12$
+# (no bottleneck, no compression), trained for 300 epochs. We draw it for that
+# network when its checkpoint is there (one command makes it, below), and for
+# the DenseNet-BC ($L = 40$, $k = 12$) of the training lesson as a comparison.
 #
 # ## What you will learn
 #
@@ -29,30 +31,67 @@ import tinydense.functional as F
 from tinydense.data import DataLoader, load_cifar
 from tinydense.models import DenseBlock, densenet_bc
 from tinydense.optim import SGD
+from tinydense.training import load_model
+
+from exercises import check_long_range_share, passed
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 DEPTH, GROWTH = 40, 12
 td.manual_seed(0)
 
 # %% [markdown]
-# ## 1. A trained network
+# ## 1. Trained networks
 #
-# Lesson 7 saves its model to a temporary folder when run with the student
-# settings. If that file is there we use it; otherwise we train one here with
-# the same recipe (a few minutes; in the fast test settings only a few steps,
-# so the pictures then show little more than the initial weights).
+# **The paper's network.** Training the plain DenseNet $L = 40$, $k = 12$ takes
+# hours on a CPU, so it is not done inside this notebook. One command does it
+# and leaves its checkpoint where this lesson looks for it
+# (`runs/densenet40/last.npz` in the repository, or the folder named by
+# `$TINYDENSE_PAPER_RUN`):
+#
+# ```bash
+# tinydense train --model densenet --depth 40 --growth-rate 12 --out runs/densenet40
+# ```
+#
+# (the paper's recipe, 300 epochs; `--epochs N` for a shorter run, `--resume` to
+# continue one). Without that file the lesson says so loudly and shows only
+# the DenseNet-BC below: its pictures are then **not** the paper's result.
+#
+# **DenseNet-BC, for comparison.** The training lesson saves its model to a
+# temporary folder when run with the student settings. If that file is there
+# we use it; otherwise we train one here with the same recipe (a few minutes;
+# in the fast test settings only a few steps, so its pictures then show little
+# more than the initial weights).
 
 # %%
+PAPER_COMMAND = "tinydense train --model densenet --depth 40 --growth-rate 12 --out runs/densenet40"
+paper_run = Path(os.environ.get("TINYDENSE_PAPER_RUN") or Path("..") / "runs" / "densenet40")
+paper_model = None
+if (paper_run / "last.npz").exists():
+    paper_model, paper_state = load_model(paper_run / "last.npz", device="cpu")
+    paper_epochs = int(paper_state["epoch"])
+    print(f"loaded the paper's network (plain DenseNet L=40 k=12) from {paper_run / 'last.npz'}, "
+          f"trained for {paper_epochs} epochs" + ("" if paper_epochs >= 300 else
+          f" (the paper trains 300: the figure below is for a SHORTER run than the paper's)"))
+else:
+    print("=" * 88)
+    print("NOT THE PAPER'S RESULT: no trained plain DenseNet L=40 k=12 was found at")
+    print(f"    {paper_run / 'last.npz'}")
+    print("The heatmaps below are for a DenseNet-BC trained for a few epochs (or, in the fast test")
+    print("settings, barely at all). To draw the paper's Fig. 5 for the paper's network, run once:")
+    print(f"    {PAPER_COMMAND}")
+    print("=" * 88)
+
 checkpoint = Path(tempfile.gettempdir()) / "tinydense-lessons" / f"densenet_bc_L{DEPTH}_k{GROWTH}.npz"
 model = densenet_bc(DEPTH, GROWTH)
 untrained = densenet_bc(DEPTH, GROWTH)         # for comparison: the weights before any training
 
 if checkpoint.exists() and not FAST:
     model.load_state_dict(td.load(checkpoint))
-    print("loaded lesson 7's model from", checkpoint)
+    bc_label = "trained for 3 epochs in the training lesson"
+    print("DenseNet-BC: loaded the training lesson's model from", checkpoint)
 else:
-    data = os.environ.get("TINYDENSE_DATA") or Path("..") / "data"      # as in lesson 7
-    train_set = load_cifar("cifar10", root=data, train=True, download=True).head(64 if FAST else None)
+    data = os.environ.get("TINYDENSE_DATA") or Path("..") / "data"      # as in the training lesson
+    train_set = load_cifar("cifar10", root=data, train=True, download=True).head(64 if FAST else 5085)
     mean, std = train_set.channel_stats()
     loader = DataLoader(train_set, 32 if FAST else 64, shuffle=True, augment=True, mean=mean, std=std)
     optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
@@ -63,7 +102,8 @@ else:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        print(f"epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.3f}")
+        print(f"DenseNet-BC, epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.3f}")
+    bc_label = f"trained for {epochs} epoch(s) here" + (" on 64 images: practically UNTRAINED" if FAST else "")
 
 # %% [markdown]
 # ## 2. From weights to "how much does layer $\ell$ use source $s$"
@@ -147,8 +187,12 @@ def plot_reuse(blocks, title):
     plt.show()
 
 
-plot_reuse(trained_blocks, f"Trained DenseNet-BC (L={DEPTH}, k={GROWTH}): how much each layer uses each source")
-plot_reuse(all_blocks(untrained), "The same network before training")
+if paper_model is not None:
+    plot_reuse(all_blocks(paper_model), f"The paper's network, DenseNet L=40 k=12, after {paper_epochs} epochs")
+else:
+    print(f"(The paper's network is missing: the figures are DenseNet-BC only. Make it with: {PAPER_COMMAND})")
+plot_reuse(trained_blocks, f"DenseNet-BC (L={DEPTH}, k={GROWTH}), {bc_label}")
+plot_reuse(all_blocks(untrained), "DenseNet-BC before training")
 
 # %% [markdown]
 # ## 4. What to look for
@@ -175,33 +219,54 @@ plot_reuse(all_blocks(untrained), "The same network before training")
 #    reads some earlier ones.
 #
 # A single number per block summarises point 1: the share of a layer's total
-# weight that goes to sources more than two layers back.
+# weight that goes to sources more than two layers back, averaged over the
+# layers that have such sources.
+#
+# ### Exercise 1: the long-range share
+#
+# Compute it from one block's reuse matrix `usage` (rows: sources $x_0 .. x_L$;
+# column $\ell - 1$: layer $\ell$; the last column is the block's reader, not a
+# layer; NaN where a layer cannot see a source): for every layer $\ell \ge 4$,
+# the weight from sources $x_0 .. x_{\ell-3}$ divided by the weight from all its
+# sources $x_0 .. x_{\ell-1}$; then the mean over those layers.
+
+# %% tags=["exercise-stub"]
+def long_range_share(usage):
+    """Mean over layers l >= 4 of the share of layer l's weight on sources more than two layers back."""
+    raise NotImplementedError("compute the long-range share")
+
+# %% tags=["exercise-check"]
+check_long_range_share(long_range_share)
+
+# %% [markdown]
+# Once your function passes, the cell below uses it on every network we have:
 
 # %%
-for blocks, label in [(all_blocks(untrained), "untrained"), (trained_blocks, "trained")]:
-    shares = []
-    for _, usage, _ in blocks:
-        L = usage.shape[0] - 1
-        for l in range(4, L + 1):                # layers with sources more than two steps back
-            column = usage[:l, l - 1]
-            shares.append(column[:l - 2].sum() / column.sum())
-    print(f"{label:9s}: on average {np.mean(shares):.0%} of a layer's weight goes to sources "
-          f"more than two layers back")
+networks = [("DenseNet-BC untrained", all_blocks(untrained)), (f"DenseNet-BC, {bc_label}", trained_blocks)]
+if paper_model is not None:
+    networks.append((f"paper's DenseNet-40, {paper_epochs} epochs", all_blocks(paper_model)))
+if passed("long_range_share"):
+    for label, blocks in networks:
+        shares = [long_range_share(usage) for _, usage, _ in blocks]
+        print(f"{label}: {np.mean(shares):.0%} of a layer's weight goes to sources more than two layers "
+              f"back (blocks: {', '.join(f'{v:.0%}' for v in shares)})")
+else:
+    print("(finish exercise 1 to see the long-range share of each network)")
 
 # %% [markdown]
 # (Before training the share is simply the fraction of such sources. The
 # question is whether training drives it towards zero, as it would if layers
-# only cared about their immediate predecessors. It does not.)
+# only cared about their immediate predecessors.)
 #
 # ## Questions and exercises
 #
 # 1. Batch norm's scale $\gamma$ multiplies each channel before the convolution reads
 #    it. Recompute the heatmap with every weight column multiplied by the $\gamma$ of
 #    `norm1`. Does the picture change?
-# 2. Train for longer (lesson 7 with more epochs) and redraw. Which of the four
+# 2. Train for longer (the training lesson with more epochs) and redraw. Which of the four
 #    observations become clearer?
-# 3. Make the same plot for a DenseNet without compression (`densenet(40, 12)`, the
-#    network of the paper's figure). Is the $x_0$ row of blocks 2 and 3 still pale?
+# 3. Compare the paper's network (no compression) with DenseNet-BC: is the $x_0$ row
+#    of blocks 2 and 3 pale in both? What does compression change in that row?
 # 4. Why is "average absolute weight" a better measure here than "sum of absolute
 #    weights"? When would both mislead you?
 # 5. If a source were never used, what could you do with its channels? (Think

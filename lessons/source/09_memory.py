@@ -15,7 +15,7 @@
 # - how to measure the memory one training step (forward + backward) needs;
 # - why naive concatenation makes a dense block's memory grow with the square of its depth;
 # - the idea of recomputing the cheap concatenation, batch norm and ReLU in the backward
-#   pass, written as one small `Function`;
+#   pass, written by you as one small `Function`;
 # - how tinydense's memory-efficient DenseNet-BC (a shared feature buffer and a fused,
 #   recomputed BN-ReLU-convolution) makes memory grow linearly with depth;
 # - how to check that both versions give the same loss and the same gradients.
@@ -33,6 +33,8 @@ import tinydense as td
 import tinydense.functional as F
 from tinydense import Function, memory
 from tinydense.models import DenseBlock, densenet_bc
+
+from exercises import check_recompute, passed
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 td.manual_seed(0)
@@ -132,7 +134,16 @@ for L in depths:
 # Written from scratch it is one `Function` whose `backward` runs a small forward and
 # backward pass of its own. Parameters used inside receive their gradients
 # from that inner backward pass, exactly as they would have otherwise.
-# %%
+#
+# ### Exercise 1: `Recompute.backward`
+#
+# Forward runs `fn` under `td.no_grad()` and keeps only its input arrays. Write
+# the backward pass: make fresh leaf tensors from the saved arrays (those with
+# `self.needs_grad[i]` true require a gradient), call `self.fn(*inputs,
+# recompute=True)` to rebuild the graph, backpropagate `g` through it, and return
+# every input's `.grad` (None where no gradient is needed), as a tuple.
+
+# %% tags=["exercise-stub"]
 class Recompute(Function):
     """Run ``fn(*tensors)`` without keeping its graph; rebuild the graph in backward.
 
@@ -145,11 +156,18 @@ class Recompute(Function):
             return fn(*[td.Tensor(a) for a in arrays], recompute=False).data
 
     def backward(self, g):
-        inputs = [td.Tensor(a, requires_grad=need) for a, need in zip(self.arrays, self.needs_grad)]
-        self.fn(*inputs, recompute=True).backward(g)      # a small forward + backward of its own
-        return tuple(x.grad if need else None for x, need in zip(inputs, self.needs_grad))
+        # g: dL/d(output). Return one gradient per input array, as a tuple.
+        raise NotImplementedError("write Recompute.backward")
 
+# %% tags=["exercise-check"]
+check_recompute(Recompute)
 
+# %% [markdown]
+# The rest of this section uses your `Recompute` once it passes (until then it
+# measures only the naive block). One layer's first half, and a block built
+# from such layers:
+
+# %%
 def bottleneck_input(layer, *features, recompute):
     """The first half of a DenseNet-B layer: cat, BN, ReLU, 1x1 conv (4k channels out)."""
     x = F.cat(list(features), axis=1)
@@ -175,16 +193,19 @@ def recomputed_block(block, x):
 # gradients:
 
 # %%
+RECOMPUTE = passed("Recompute")
 td.manual_seed(0)
 block = DenseBlock(num_layers=4, in_channels=K0, growth_rate=K)
 results = []
-for forward in (block, lambda t: recomputed_block(block, t)):
+for forward in (block, lambda t: recomputed_block(block, t) if RECOMPUTE else block(t)):
     block.zero_grad()
     xi = td.tensor(x.numpy(), requires_grad=True)
     out = forward(xi)
     square_loss(out).backward()
     results.append((out.numpy(), xi.grad.copy(), [p.grad.copy() for p in block.parameters()]))
 (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = results
+print("(your Recompute is not finished: comparing the plain block with itself)" if not RECOMPUTE else
+      "plain block against the recomputed one:")
 print("same output          :", np.allclose(out_a, out_b, atol=1e-6))
 print("same input gradient  :", np.allclose(gx_a, gx_b, atol=1e-6))
 print("same parameter grads :", all(np.allclose(a, b, atol=1e-5) for a, b in zip(gp_a, gp_b)))
@@ -194,13 +215,13 @@ print("same parameter grads :", all(np.allclose(a, b, atol=1e-5) for a, b in zip
 
 # %%
 recomputed = []
-for L in depths:
+for L in depths if RECOMPUTE else []:
     td.manual_seed(0)
     block = DenseBlock(num_layers=L, in_channels=K0, growth_rate=K)
     recomputed.append(measure(lambda: square_loss(recomputed_block(block, x))))
 
 naive_mb = np.array([r[0] for r in naive]) / 2**20
-recomputed_mb = np.array([r[0] for r in recomputed]) / 2**20
+recomputed_mb = np.array([r[0] for r in recomputed]) / 2**20 if RECOMPUTE else np.full(len(depths), np.nan)
 L = np.array(depths)
 channels = 4 * (L * K0 + K * L * (L - 1) / 2)               # the quadratic term of section 2
 predicted = channels * N * SIZE * SIZE * 4 / 2**20
@@ -217,7 +238,8 @@ plt.legend(fontsize=8)
 plt.grid(alpha=0.3)
 plt.tight_layout()
 plt.show()
-print(f"at L = {depths[-1]}: {naive_mb[-1]:.2f} MB kept naively, {recomputed_mb[-1]:.2f} MB recomputed")
+print(f"at L = {depths[-1]}: {naive_mb[-1]:.2f} MB kept naively, {recomputed_mb[-1]:.2f} MB recomputed"
+      + ("" if RECOMPUTE else " (finish the exercise to measure the recomputed block)"))
 
 # %% [markdown]
 # The naive curve bends upwards. The difference between the two curves, the
