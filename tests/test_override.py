@@ -109,12 +109,12 @@ def test_bad_input_is_refused_before_anything_is_swapped():
         with override([1, 2]):
             pass
 
-    class NoAxis(Function):
-        def forward(self, *xs):
-            return np.concatenate(xs, axis=1)
+    class NoWeight(Function):
+        def forward(self, x, bias=None, stride=1, padding=0):
+            return x
 
-    with pytest.raises(OverrideError, match="does not take 'axis'"):
-        with override(Cat=NoAxis):
+    with pytest.raises(OverrideError, match="does not take 'weight'"):
+        with override(Conv2d=NoWeight):
             pass
 
     class Broken(before["ReLU"]):
@@ -131,12 +131,9 @@ def test_bad_input_is_refused_before_anything_is_swapped():
     ("BatchNorm", lambda: F.batch_norm(td.tensor(np.ones((2, 3, 2, 2))), np.zeros(4), np.ones(4), training=True)),
     ("Cat", lambda: F.cat([td.tensor(np.ones((2, 3))), td.tensor(np.ones((3, 3)))], axis=1)),
     ("CrossEntropy", lambda: F.cross_entropy(td.tensor(np.ones((2, 3))), np.array([0, 5]))),
-    pytest.param("Conv2d", lambda: F.conv2d(td.tensor(np.ones((1, 2, 4, 4))), td.tensor(np.ones((3, 5, 3, 3)))),
-                 marks=pytest.mark.xfail(strict=True, reason="conv2d validates inside Conv2d.forward, not in the "
-                                                             "public function: a replaced Conv2d loses the check")),
-    pytest.param("Linear", lambda: F.linear(td.tensor(np.ones((2, 3))), td.tensor(np.ones((4, 5)))),
-                 marks=pytest.mark.xfail(strict=True, reason="linear validates inside Linear.forward, not in the "
-                                                             "public function: a replaced Linear loses the check")),
+    ("Conv2d", lambda: F.conv2d(td.tensor(np.ones((1, 2, 4, 4))), td.tensor(np.ones((3, 5, 3, 3))))),
+    ("Conv2d", lambda: F.conv2d(td.tensor(np.ones((1, 2, 4, 4))), td.tensor(np.ones((3, 2, 3, 3))), stride=0)),
+    ("Linear", lambda: F.linear(td.tensor(np.ones((2, 3))), td.tensor(np.ones((4, 5))))),
 ])
 def test_the_library_argument_checks_stay_in_front_of_your_class(name, bad_call):
     class Permissive(Function):             # would accept anything
@@ -154,3 +151,29 @@ def test_the_library_argument_checks_stay_in_front_of_your_class(name, bad_call)
             bad_call()
     finally:
         setattr(module, name, saved)
+
+
+def test_an_option_your_class_leaves_out_runs_at_its_default_and_is_refused_otherwise():
+    """conv2d passes dilation= and groups= to its class; a student's Conv2d written before
+    those existed still runs the calls that leave them at 1, and a call that sets them
+    says that the student's class does not take them."""
+    library = _library()["Conv2d"]
+    seen = []
+
+    class TextbookConv(library):          # the lesson's signature: no dilation, no groups
+        def forward(self, x, weight, bias=None, stride=1, padding=0):
+            seen.append((stride, padding))
+            return super().forward(x, weight, bias, stride=stride, padding=padding)
+
+    x = td.tensor(np.random.default_rng(0).standard_normal((1, 2, 5, 5)))
+    w = td.tensor(np.random.default_rng(1).standard_normal((2, 1, 3, 3)))
+    with override(Conv2d=TextbookConv) as report:
+        assert report["Conv2d"] == "yours"
+        seen.clear()
+        y = F.conv2d(x, td.tensor(np.ones((3, 2, 3, 3))), padding=1, dilation=(1, 1), groups=1)
+        assert seen == [(1, 1)] and y.shape == (1, 3, 5, 5)
+        with pytest.raises(OverrideError, match="your Conv2d does not take 'groups'"):
+            F.conv2d(x, w, groups=2)
+        with pytest.raises(OverrideError, match="your Conv2d does not take 'dilation'"):
+            F.conv2d(x, td.tensor(np.ones((3, 2, 3, 3))), dilation=2)
+    assert _library()["Conv2d"] is library

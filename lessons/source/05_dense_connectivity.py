@@ -28,7 +28,7 @@ import numpy as np
 import tinydense as td
 import tinydense.nn as nn
 from tinydense.models import DenseBlock, DenseLayer, densenet, densenet_bc, resnet
-from tinydense.models.resnet import PreActBlock
+from tinydense.models import PreActBlock
 
 from exercises import check_channel_widths, check_densenet_parameters
 

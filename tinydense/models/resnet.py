@@ -38,7 +38,6 @@ from __future__ import annotations
 from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Identity, Linear, MaxPool2d, Module, ReLU,
                   Sequential, init)
 from ._checks import check_image_batch
-from .preact_resnet import PreActBlock, PreActBottleneck  # noqa: F401  (their old import path)
 
 # depth -> (block, blocks per stage): the paper's Table 1
 CONFIGS = {

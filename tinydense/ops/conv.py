@@ -148,19 +148,10 @@ def _from_tap(w, G, rows, cols, weight_shape):
 
 class Conv2d(Function):
     def forward(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        _check_conv_inputs(x, weight, bias, groups)
-        (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-        if sh < 1 or sw < 1 or ph < 0 or pw < 0 or dh < 1 or dw < 1:
-            raise ValueError(f"conv2d needs stride >= 1, padding >= 0 and dilation >= 1, got stride={stride}, "
-                             f"padding={padding}, dilation={dilation}")
+        (sh, sw), (ph, pw), (dh, dw), (OH, OW) = _geometry(x, weight, bias, stride, padding, dilation, groups)
         N, C, H, W = x.shape
         O, Cg, kh, kw = weight.shape
         G, Og = groups, O // groups
-        OH, OW = conv_output_size(H, kh, sh, ph, dh), conv_output_size(W, kw, sw, pw, dw)
-        if OH < 1 or OW < 1:
-            spread = f" (dilation {dh},{dw} spreads it to {dh * (kh - 1) + 1}x{dw * (kw - 1) + 1})" if (dh, dw) != (1, 1) else ""
-            raise ValueError(f"conv2d kernel {kh}x{kw}{spread} is larger than the padded input "
-                             f"{H + 2 * ph}x{W + 2 * pw} (input {H}x{W}, padding {ph},{pw})")
         self.x_shape, self.stride, self.padding, self.dilation = x.shape, (sh, sw), (ph, pw), (dh, dw)
         self.weight, self.has_bias, self.groups = weight, bias is not None, G
         xp = backend.get_array_module(x)
@@ -297,9 +288,28 @@ def _check_conv_inputs(x, weight, bias, groups=1):
         raise TypeError(f"conv2d: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
 
 
+def _geometry(x, weight, bias, stride, padding, dilation, groups):
+    """Check a convolution's arguments (ValueError/TypeError naming them); returns
+    (stride, padding, dilation, output size), each an (h, w) pair of ints."""
+    _check_conv_inputs(x, weight, bias, groups)
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if sh < 1 or sw < 1 or ph < 0 or pw < 0 or dh < 1 or dw < 1:
+        raise ValueError(f"conv2d needs stride >= 1, padding >= 0 and dilation >= 1, got stride={stride}, "
+                         f"padding={padding}, dilation={dilation}")
+    H, W = x.shape[2:]
+    kh, kw = weight.shape[2:]
+    OH, OW = conv_output_size(H, kh, sh, ph, dh), conv_output_size(W, kw, sw, pw, dw)
+    if OH < 1 or OW < 1:
+        spread = f" (dilation {dh},{dw} spreads it to {dh * (kh - 1) + 1}x{dw * (kw - 1) + 1})" if (dh, dw) != (1, 1) else ""
+        raise ValueError(f"conv2d kernel {kh}x{kw}{spread} is larger than the padded input "
+                         f"{H + 2 * ph}x{W + 2 * pw} (input {H}x{W}, padding {ph},{pw})")
+    return (sh, sw), (ph, pw), (dh, dw), (OH, OW)
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution. x (N, C, H, W), weight (O, C/groups, kH, kW), bias (O,) or None;
     stride, padding and dilation an int or an (h, w) pair; ``groups`` splits the channels
     into that many independent convolutions (``groups=C``: depthwise). Returns (N, O, OH, OW)."""
+    _geometry(x, weight, bias, stride, padding, dilation, groups)    # checked here, before any op runs
     args = (x, weight) if bias is None else (x, weight, bias)
     return Conv2d.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=groups)

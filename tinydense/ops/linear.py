@@ -7,13 +7,17 @@ from __future__ import annotations
 from ..autograd import Function
 
 
+def _check_linear(x, weight, bias):
+    if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {tuple(x.shape)} does not fit weight of shape "
+                         f"{tuple(weight.shape)} (expected input (..., {weight.shape[1] if weight.ndim == 2 else '?'}))")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+
+
 class Linear(Function):
     def forward(self, x, weight, bias=None):
-        if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input of shape {tuple(x.shape)} does not fit weight of shape "
-                             f"{tuple(weight.shape)} (expected input (..., {weight.shape[1] if weight.ndim == 2 else '?'}))")
-        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        _check_linear(x, weight, bias)
         self.x, self.weight, self.has_bias = x, weight, bias is not None
         y = x @ weight.T
         if bias is not None:
@@ -31,4 +35,5 @@ class Linear(Function):
 
 def linear(x, weight, bias=None):
     """y = x @ weight^T + bias, with weight (out, in) as in PyTorch."""
+    _check_linear(x, weight, bias)             # checked here, before any op runs
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)

@@ -107,13 +107,27 @@ def _given_classes(ops, classes):
     return given
 
 
-def _check_signature(name, cls, library):
-    """Every parameter of the library's forward must be accepted by yours (the public function
-    passes them all)."""
+def _is_default(value, default):
+    """True when ``value`` is the library's default (an int default also matches a pair of it:
+    conv2d passes ``dilation=(1, 1)`` as readily as ``dilation=1``)."""
+    if isinstance(value, (tuple, list)):
+        return all(_is_default(v, default) for v in value)
+    return value == default
+
+
+def _fit_signature(name, cls, library):
+    """``cls`` ready to stand in for the library's class.
+
+    The public function passes every option of the library's forward. Yours must take
+    each option that has no default; one that has a default (conv2d's ``dilation`` and
+    ``groups``, say, which a DenseNet never changes) may be left out: calls that pass the
+    default then run your class without it, and a call that asks for another value is
+    refused with an error naming it, rather than silently computing something else."""
     mine = inspect.signature(cls.forward).parameters
     if any(p.kind is p.VAR_KEYWORD for p in mine.values()):
-        return
+        return cls
     positional = any(p.kind is p.VAR_POSITIONAL for p in mine.values())
+    left_out = {}
     for param in list(inspect.signature(library.forward).parameters.values())[1:]:
         if param.kind is param.VAR_POSITIONAL:
             ok = positional
@@ -121,10 +135,28 @@ def _check_signature(name, cls, library):
             continue
         else:
             ok = param.name in mine or (positional and param.kind is param.POSITIONAL_ONLY)
-        if not ok:
+        if ok:
+            continue
+        if param.default is param.empty or param.kind is param.VAR_POSITIONAL:
             raise OverrideError(f"override: your {name}.forward{inspect.signature(cls.forward)} does not take "
                                 f"'{param.name}', which tinydense's {name}.forward"
                                 f"{inspect.signature(library.forward)} takes and the public function passes")
+        left_out[param.name] = param.default
+    if not left_out:
+        return cls
+    forward = cls.forward
+
+    def forward_with_defaults(self, *arrays, **options):
+        for key, default in left_out.items():
+            if key in options and not _is_default(options.pop(key), default):
+                raise OverrideError(f"your {name} does not take '{key}' (its forward has no such "
+                                    f"parameter), and this call asks for {key}={default!r} to be "
+                                    f"something else; add the parameter to your {name}.forward, or run "
+                                    f"this model outside td.ops.override")
+        return forward(self, *arrays, **options)
+
+    return type(cls.__name__, (cls,), {"forward": forward_with_defaults, "__module__": cls.__module__,
+                                       "__doc__": cls.__doc__})
 
 
 @contextlib.contextmanager
@@ -141,8 +173,7 @@ def override(ops=None, /, **classes):
     report = {name: "library" for name in OPS}
     try:
         for name, cls in given.items():
-            _check_signature(name, cls, saved[name])
-            setattr(modules[name], name, cls)
+            setattr(modules[name], name, _fit_signature(name, cls, saved[name]))
             try:
                 _probe(name)
             except NotImplementedError:                # a stub: the library keeps this op
