@@ -8,7 +8,8 @@ compares it with ``tinydense`` (``summary``'s counts of the real layers, or
     FAIL <title>: ...   (what is wrong, and, for the usual mistakes, which one it is)
 
 It never raises, so a notebook with an unfinished exercise still runs to the
-end. The backward-pass check reuses lesson 4's machinery (``exercises.py``).
+end. The backward-pass check reuses the machinery of the lesson "Gradient checking"
+(``exercises.py``).
 Reference solutions live in ``solutions_architectures.py``: try first.
 """
 from __future__ import annotations

@@ -118,6 +118,8 @@ def test_measured_comparison_and_its_table():
     assert "about" in messages[1] and messages[2].startswith("  tiny:")
     text = str(c)
     assert "infer img/s" in text and "batch 3, the median of 2 runs after 1 warm-up" in " ".join(text.split())
+    assert all(r["load"] is not None for r in c.rows) and "load average during the measurements: " in " ".join(
+        text.split())
     line = next(l for l in text.splitlines() if l.startswith("tiny "))
     assert line.split()[:3] == ["tiny", "8", "0.00"] and line.split()[-1] == "-"     # no accuracy
 
@@ -133,6 +135,17 @@ def test_estimate_from_multiply_adds_parameters_and_layers():
     assert cmp.estimate_seconds(rows, 2, 7, 1, (rate, bandwidth)) == pytest.approx(2 * expected)
     rate, bandwidth = cmp.probe_speed()
     assert rate > 1e8 and bandwidth > 1e8
+
+
+def test_load_note_warns_when_other_processes_compete():
+    assert cmp.load_note([None], 2) == ""
+    quiet = cmp.load_note([1.9, 2.4], threads=2, cpus=2)
+    assert quiet == "1-minute load average during the measurements: 1.9 to 2.4 on 2 CPUs."
+    busy = cmp.load_note([2.2, 5.3], threads=2, cpus=2)
+    assert busy.startswith("1-minute load average during the measurements: 2.2 to 5.3 on 2 CPUs; other processes "
+                           "were competing for the CPUs")
+    assert cmp.load_note([3.5], threads=1, cpus=2).startswith("1-minute load average during the measurements: 3.5 "
+                                                              "on 2 CPUs; other")
 
 
 def test_refuses_a_measurement_that_would_not_fit(monkeypatch):
@@ -167,7 +180,8 @@ def test_bubbles_are_placed_and_sized_by_the_numbers(chart_rows):
     assert [ax.get_ylabel() for ax in axes] == ["top-1 accuracy on ImageNet (%)", "top-1 accuracy on CIFAR-10+ (%)"]
     bubbles = [c for c in axes[0].collections if len(c.get_offsets())]
     assert [tuple(b.get_offsets()[0]) for b in bubbles] == [(x["macs"] / 1e9, x["accuracy"].top1) for x in r[:3]]
-    assert [float(b.get_sizes()[0]) for b in bubbles] == pytest.approx([cmp.BUBBLE_AREA * x["params"] / 1e6 for x in r[:3]])
+    sizes = [cmp.BUBBLE_AREA * x["params"] / 1e6 for x in r[:3]]
+    assert [float(b.get_sizes()[0]) for b in bubbles] == pytest.approx(sizes)
     cifar = [c for c in axes[1].collections if len(c.get_offsets())]
     assert len(cifar) == 1 and tuple(cifar[0].get_offsets()[0]) == (r[3]["macs"] / 1e9, 95.49)
     assert "32x32" in axes[1].get_xlabel() and "64x64" in axes[0].get_xlabel()

@@ -9,7 +9,7 @@ import pytest
 
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
 if str(LESSONS) not in sys.path:
-    sys.path.insert(0, str(LESSONS))        # as in the notebook: the checkers import lesson 4's (exercises.py)
+    sys.path.insert(0, str(LESSONS))        # as in the notebook: the checkers import exercises.py's
 
 import exercises_architectures as ex      # noqa: E402
 import solutions_architectures as sol     # noqa: E402

@@ -210,8 +210,8 @@ for name, net in stacks.items():
 # field, and more non-linearity. The measured time shrinks too, but usually by less than the
 # count: two layers make two passes over the activations (and two ReLUs), and two smaller
 # matrix products run a little less efficiently than one larger one. With three 3x3 convs
-# against one 7x7 the saving in arithmetic is $27/49$. So the kernel size stops being a design choice: VGG only chooses *how many*
-# 3x3 convs each stage has.
+# against one 7x7 the saving in arithmetic is $27/49$. So the kernel size stops being a design
+# choice: VGG only chooses *how many* 3x3 convs each stage has.
 #
 # ### VGG-16, stage by stage
 #
@@ -571,7 +571,7 @@ for dense, rival in [("densenet121", "resnet34"), ("densenet121", "resnet50"), (
 # those inputs writes an output as wide. DenseNet-121 has a third of ResNet-50's parameters and
 # two thirds of its multiply-adds, but more layer output to keep for the backward pass. Memory,
 # not arithmetic, limits how large a batch of DenseNet fits, which is why tinydense has a
-# memory-efficient implementation (the lesson on memory measures it), and the multiply-adds
+# memory-efficient implementation (the lesson "Memory" measures it), and the multiply-adds
 # alone do not predict its training speed (question 10).
 #
 # On CIFAR-10, DenseNet-BC (L=100, k=12) reaches 95.5% with 0.8 M parameters. The same table for

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import os
 import statistics
 import textwrap
 import time
@@ -139,8 +140,9 @@ def native_size(name):
 
 
 def resolve(names):
-    """Model names (any case, with or without ``-`` and ``_``: densenet-121, vgg16_bn) and groups (``zoo``, ``cifar``) -> the model
-    names, in order, each once. ValueError naming every valid name for an unknown one."""
+    """Model names (any case, with or without ``-`` and ``_``: densenet-121, vgg16_bn) and the
+    groups ``zoo`` and ``cifar`` -> the model names, in order, each once. ValueError naming
+    every valid name for an unknown one."""
     if isinstance(names, str):
         names = [names]
     key = lambda text: str(text).strip().lower().replace("-", "").replace("_", "")      # noqa: E731
@@ -273,8 +275,8 @@ def _training_bytes(row, batch):
 
 class Comparison:
     """The result of :func:`compare`: ``rows`` (dicts: name, image_size, params, macs,
-    memory_bytes, layers (summary's rows), inference and training in images/s or None,
-    accuracy an Accuracy or None),
+    memory_bytes, layers (summary's rows), inference and training in images/s or None, load
+    (the load average after measuring it, if measured), accuracy an Accuracy or None),
     the measurement settings, ``str()`` the table and ``plot(path)`` the complexity chart."""
 
     def __init__(self, rows, batch, repeats, warmup, threads, measured):
@@ -314,7 +316,8 @@ class Comparison:
             threads = f"{self.threads} BLAS threads" if self.threads else "the BLAS library's own thread count"
             notes += [f"img/s: measured on this machine (CPU, float32, {threads}), batch {self.batch}, the median "
                       f"of {self.repeats} runs after {self.warmup} warm-up; infer: forward under no_grad in eval "
-                      f"mode; train: forward, cross-entropy, backward and an SGD step in train mode."]
+                      f"mode; train: forward, cross-entropy, backward and an SGD step in train mode. "
+                      + load_note([r.get("load") for r in self.rows], self.threads)]
         else:
             notes += ["img/s: not measured (--no-measure)."]
         notes += ["top-1: the published accuracy of the architecture (not of these zero weights):"]
@@ -388,9 +391,35 @@ def compare_models(entries, batch=2, repeats=3, warmup=1, measure_speed=True, lo
                 del m
                 gc.collect()
                 memory.clear()
+            r["load"] = _load_average()
             say(f"  {name}: {r['inference']:.3g} img/s inference, {r['training']:.3g} img/s training "
                 f"({time.perf_counter() - start:.0f} s)")
     return Comparison(rows, batch, repeats, warmup, threads, measure_speed)
+
+
+def _load_average():
+    """The 1-minute load average of this machine (runnable processes), or None if unknown."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def load_note(loads, threads, cpus=None):
+    """The table's line on the machine load during the measurements: the range of the
+    1-minute load averages, and a warning when more was running than this measurement's
+    own ``threads`` (so other processes took CPU time from it)."""
+    loads = [v for v in loads if v is not None]
+    if not loads:
+        return ""
+    cpus = cpus or os.cpu_count()
+    low, high = f"{min(loads):.1f}", f"{max(loads):.1f}"
+    span = low if low == high else f"{low} to {high}"
+    text = f"1-minute load average during the measurements: {span} on {cpus} CPUs"
+    if max(loads) > (threads or cpus) + 1:
+        text += ("; other processes were competing for the CPUs, so these img/s are lower and noisier than on "
+                 "an idle machine (run again when it is quiet)")
+    return text + "."
 
 
 def _duration(seconds):
