@@ -571,8 +571,8 @@ for dense, rival in [("densenet121", "resnet34"), ("densenet121", "resnet50"), (
 # those inputs writes an output as wide. DenseNet-121 has a third of ResNet-50's parameters and
 # two thirds of its multiply-adds, but more layer output to keep for the backward pass. Memory,
 # not arithmetic, limits how large a batch of DenseNet fits, which is why tinydense has a
-# memory-efficient implementation (the lesson "Memory" measures it), and the multiply-adds
-# alone do not predict its training speed (question 10).
+# memory-efficient implementation (the lesson "Memory" measures it). Which of the two numbers
+# predicts its training speed is question 10.
 #
 # On CIFAR-10, DenseNet-BC (L=100, k=12) reaches 95.5% with 0.8 M parameters. The same table for
 # the 32x32 models, with the throughput measured on this machine (with the student settings;
