@@ -7,6 +7,8 @@
     tinydense summary      the layer-by-layer table of a model
     tinydense gradcheck    check every op's backward pass against finite differences
     tinydense grade        run students' lesson notebooks and workspaces, write a CSV of verdicts
+    tinydense compare      architectures side by side: parameters, multiply-adds, memory,
+                           measured throughput, published accuracy; the complexity chart
 
 Bad input gives one line on stderr and a non-zero exit status, before any
 file is touched or any data are read.
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gradcheck", help="check every op's backward pass against finite differences")
     p.set_defaults(func=cmd_gradcheck)
     _add_grade_command(sub)
+    _add_compare_parser(sub)
     return parser
 
 
@@ -327,6 +330,56 @@ def cmd_grade(args) -> int:
     from .tools.grade import grade
     rows = grade(args.paths, args.out, lessons=args.lessons, timeout=args.timeout, fast=not args.full)
     print(f"{sum(r[2] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
+    return 0
+
+
+# --- tinydense compare ---------------------------------------------------------------------
+
+def _add_compare_parser(sub):
+    from .tools.compare import CIFAR, MODELS, ZOO
+    p = sub.add_parser("compare", help="architectures side by side: parameters, multiply-adds, memory, "
+                                       "measured throughput, published accuracy",
+                       description="A table of the models: parameters, multiply-adds and activation memory "
+                                   "for one image (from the summary), inference and training images per "
+                                   "second measured on this machine, and the published top-1 accuracy with "
+                                   "its source; --plot draws the lecture's complexity chart. Models: "
+                                   f"{', '.join(MODELS)}; or zoo ({', '.join(ZOO)}) or cifar "
+                                   f"({', '.join(CIFAR)}).")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model names, or the groups zoo and cifar")
+    p.add_argument("--image-size", type=int, metavar="N",
+                   help="every model on N x N images (default: 224 for the ImageNet models, 32 for the CIFAR ones)")
+    p.add_argument("--batch", type=int, default=2, metavar="N",
+                   help="images per timed forward pass / training step (default: 2)")
+    p.add_argument("--repeats", type=int, default=3, metavar="N",
+                   help="timed runs per measurement, after one warm-up; the median counts (default: 3)")
+    p.add_argument("--no-measure", action="store_true", help="only count (parameters, multiply-adds, memory): "
+                                                             "no timing, seconds instead of minutes")
+    p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+    p.add_argument("--plot", metavar="IMAGE", help="also draw the complexity chart (x: multiply-adds, y: "
+                                                   "top-1 accuracy, bubble area: parameters); the suffix "
+                                                   "chooses the format (.png, .svg, .pdf ...)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from .tools.compare import check_plottable, compare, resolve
+    from .tools.plots import check_image_path
+    from .training import set_blas_threads
+    names = resolve(args.models)                            # unknown names: refused before any work
+    for option in ("image_size", "batch", "repeats"):
+        value = getattr(args, option)
+        if value is not None and value <= 0:
+            raise ValueError(f"{option.replace('_', '-')} must be a positive integer, got {value}")
+    if args.plot:
+        check_image_path(args.plot)
+        check_plottable(names)
+    if args.threads is not None:
+        set_blas_threads(args.threads)
+    result = compare(args.models, image_size=args.image_size, batch=args.batch, repeats=args.repeats,
+                     measure_speed=not args.no_measure, log=lambda text: print(text, file=sys.stderr, flush=True))
+    print(result)
+    if args.plot:
+        print(f"complexity chart drawn to {result.plot(args.plot)}")
     return 0
 
 
