@@ -23,14 +23,14 @@
 #   train     tinydense train --device cuda, DenseNet-BC L=40 k=12, 3 epochs on DATA_DIR with
 #             README's 30-epoch schedule (its CPU run's epochs 1-3 are printed beside)        (90)
 #   evaluate  tinydense evaluate of that run's best.npz with --device cpu                     (40)
-#   lesson10  lessons/source/10_gpu_cupy.py run as a script, full settings (not FAST; FAST in
+#   lesson10  lessons/source/11_gpu_cupy.py run as a script, full settings (not FAST; FAST in
 #             the dry run)                                                                  (60)
 #   pytest    the whole suite with every CUDA case; the notebook tests are deselected when
 #             nbclient/nbformat/ipykernel do not import                                      (rest)
 #
 # $OUT (default benchmarks/results/gpu_verify, or gpu_verify-cpu) gets at most 8 flat files:
 #   summary.txt (the headline of every part, its exit status and seconds), env.txt, pytest.log,
-#   parity.log, bench.log, profile.log, train.log (train, evaluate and lesson 10) and
+#   parity.log, bench.log, profile.log, train.log (train, evaluate and lesson 11) and
 #   artifacts.tar.gz (the run directory, JSON results, junit XML, the profiler trace).
 set -uo pipefail
 
@@ -154,10 +154,10 @@ if wanted evaluate; then
     fi
 fi
 if wanted lesson10; then    # the notebook's code as a script: magics dropped, full settings, the GPU cells run
-    grep -v '^%' lessons/source/10_gpu_cupy.py > "$work/lesson10.py"
+    grep -v '^%' lessons/source/11_gpu_cupy.py > "$work/lesson10.py"
     run lesson10 60 "$out/train.log" env TINYDENSE_LESSONS_FAST="$([ "$mode" = cpu ] && echo 1 || echo 0)" \
         TINYDENSE_DATA="$data" "$py" "$work/lesson10.py"
-    grep -E '^(GPU found|No CUDA|cpu:|cuda:|loss on the CPU|largest gradient)' "$out/train.log" | sed 's/^/lesson 10: /' >> "$summary"
+    grep -E '^(GPU found|No CUDA|cpu:|cuda:|loss on the CPU|largest gradient)' "$out/train.log" | sed 's/^/lesson 11: /' >> "$summary"
 fi
 if wanted pytest; then
     deselect=()

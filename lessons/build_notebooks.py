@@ -27,7 +27,7 @@ tagged ``workspace``). Edit the source, then run
                                                    # from the template; never overwrites a file
     python lessons/build_notebooks.py --student OUT
                                                    # the student release: notebooks without cells tagged
-                                                   # solution or answer-key, exercises.py, the template,
+                                                   # solution or answer-key, the checkers (exercises*.py), the template,
                                                    # the fixtures the DenseNet-building lesson reads; no instructor files
     python lessons/build_notebooks.py --time [--solved] [NN ...]
                                                    # run notebooks at student settings, one at a time,
@@ -189,7 +189,7 @@ def write_student_release(out) -> list:
         target = out / f"{source.stem}.ipynb"
         target.write_text(nbformat.writes(student_notebook(source)) + "\n")
         written.append(target)
-    for name in ("exercises.py", "README.md"):
+    for name in [p.name for p in sorted(LESSONS.glob("exercises*.py"))] + ["README.md"]:   # the checkers
         shutil.copyfile(LESSONS / name, out / name)
         written.append(out / name)
     (out / TEMPLATE.name).write_text(render_template())

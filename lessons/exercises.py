@@ -244,7 +244,7 @@ def _away_from_zero(r, *shape):
     return np.sign(x) * (0.1 + np.abs(x))      # no ReLU kink within gradcheck's step
 
 
-# the op checks (lessons 1-4, 7 and the workspace)
+# the op checks (lessons 1, 2, 4, 5, 8 and the workspace)
 
 def check_mul(cls):
     """Mul.forward(a, b) -> a * b (same shapes); backward returns (da, db)."""

@@ -10,7 +10,7 @@ compares it with ``tinydense`` (``summary``'s counts of the real layers, or
 It never raises, so a notebook with an unfinished exercise still runs to the
 end. The backward-pass check reuses the machinery of the lesson "Gradient checking"
 (``exercises.py``).
-Reference solutions live in ``solutions_architectures.py``: try first.
+Reference solutions are in ``instructor/solutions.py`` (instructors only).
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from tinydense import models
 from tinydense.models.vgg import make_layers
 from tinydense.nn import init
 
-from exercises import _check_case, _Failure
+from exercises import Case, _check_case, _Failure, _verdict
 
 
-class _Verdict(Exception):
+class _Verdict(_Failure):
     """A failed check; its message is the verdict."""
 
 
@@ -47,19 +47,6 @@ def _same(a, b):
         return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.5e-6)
     except (TypeError, ValueError):
         return False
-
-
-def _report(title, run):
-    """Print ``PASS title: <what run() returns>``, or FAIL with the message of the
-    _Verdict or _Failure it raises. Never raises."""
-    try:
-        text = run()
-    except (_Verdict, _Failure) as failure:
-        print(f"FAIL {title}: {failure}")
-    except Exception as e:      # a bug we did not foresee: still a verdict, not a traceback
-        print(f"FAIL {title}: the check could not run your code: {type(e).__name__}: {e}")
-    else:
-        print(f"PASS {title}: {text}")
 
 
 def _formula_check(title, fn, stub, cases, truth, parts, mistakes, done):
@@ -97,7 +84,7 @@ def _formula_check(title, fn, stub, cases, truth, parts, mistakes, done):
         raise _Verdict(message + "".join(f"\n  mistake: {m}" for m in named)
                        + ("" if named else "\n  hint: compare your formula with summary's rows of the layers "
                                            "(td.summary(...).rows) for a small case."))
-    _report(title, run)
+    _verdict(title, stub, run)
 
 
 # --- exercise 1: the cost of a VGG stage -------------------------------------------------------
@@ -284,13 +271,14 @@ def check_grouped_conv(cls):
         for label, groups, xs, ws in GROUPED_CASES:
             x, w = rng.standard_normal(xs), rng.standard_normal(ws)
             try:
-                _check_case(cls, lambda c, x, w, G=groups: c.apply(x, w, groups=G),
-                            lambda x, w, G=groups: F.conv2d(x, w, groups=G), [x, w], ["x", "w"], label)
+                _check_case(cls, Case(label, lambda c, x, w, G=groups: c.apply(x, w, groups=G),
+                                      lambda x, w, G=groups: F.conv2d(x, w, groups=G), [x, w], ["x", "w"]),
+                            seed=groups)
             except _Failure as failure:
                 hints = _grouped_hints(cls, groups, x, w, passed)
                 raise _Failure(str(failure) + "".join(f"\n  mistake: {h}" for h in hints)) from None
             passed.append(groups)
         return (f"forward and backward agree with tinydense's conv2d and with central differences "
                 f"in all {len(GROUPED_CASES)} cases (groups 1, 2 and C).")
-    _report("grouped convolution", run)
+    _verdict("grouped convolution", cls.__name__, run)
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
-if str(LESSONS) not in sys.path:
-    sys.path.insert(0, str(LESSONS))        # as in the notebook: the checkers import exercises.py's
+for folder in (LESSONS, LESSONS / "instructor"):   # as in the notebook: the checkers import exercises.py's
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import exercises_architectures as ex      # noqa: E402
-import solutions_architectures as sol     # noqa: E402
+import solutions as sol                   # noqa: E402  (lessons/instructor/solutions.py)
 
 
 def verdict(check, answer, capsys):

@@ -13,7 +13,7 @@ from test_lessons import LESSONS, _stub_class, _tagged, solutions
 from tinydense import cli
 from tinydense.tools import grade as grading
 
-LESSON = LESSONS / "04_gradient_checking.ipynb"
+LESSON = LESSONS / "05_gradient_checking.ipynb"
 
 
 def _solved_source(cell):
@@ -58,7 +58,7 @@ def _fast_data(monkeypatch, cifar_dir):
 def test_grades_a_directory_with_a_passing_and_a_failing_notebook(tmp_path):
     good = _student(tmp_path, "alice", _solve)
     bad = _student(tmp_path, "bob", _cheat)
-    capstone = tmp_path / "submissions" / "bob" / "11_build_your_own_densenet.ipynb"
+    capstone = tmp_path / "submissions" / "bob" / "12_build_your_own_densenet.ipynb"
     capstone.write_text((LESSONS / capstone.name).read_text())       # a fresh workspace: all stubs
     out = tmp_path / "grades.csv"
     assert cli.main(["grade", str(tmp_path / "submissions"), "--out", str(out), "--timeout", "300"]) == 0

@@ -33,7 +33,7 @@ build_notebooks = _load("build_notebooks")
 exercises = _load("exercises")
 solutions = _load("instructor/solutions")
 SOLVED_WORKSPACE = LESSONS / "instructor" / "my_ops_solved.py"
-CAPSTONE = LESSONS / "11_build_your_own_densenet.ipynb"
+CAPSTONE = LESSONS / "12_build_your_own_densenet.ipynb"
 
 
 def _tagged(nb, tag):
@@ -177,7 +177,7 @@ def test_the_feature_reuse_lesson_draws_the_papers_network_from_its_checkpoint(m
                      "--limit-train", "8", "--limit-test", "8", "--batch-size", "8", "--data-dir", str(cifar_dir), "--no-progress",
                      "--no-download", "--out", str(run)]) == 0
     monkeypatch.setenv("TINYDENSE_PAPER_RUN", str(run))
-    path = LESSONS / "08_feature_reuse.ipynb"
+    path = LESSONS / "09_feature_reuse.ipynb"
     nb = _execute(nbformat.read(path, as_version=4), monkeypatch, cifar_dir, tmp_path / "my_ops.py")
     text = "".join(_text(c) for c in nb.cells)
     assert "loaded the paper's network (plain DenseNet L=40 k=12)" in text and "SHORTER run" in text, text

@@ -18,7 +18,7 @@ from .resnet import (BasicBlock, Bottleneck, ResNet, cifar_resnet18, cifar_resne
 from .vgg import (VGG, cifar_vgg11_bn, cifar_vgg16_bn, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                   vgg19_bn)
 
-resnet = preact_resnet        # the name `tinydense train --model resnet` and lesson 5 use
+resnet = preact_resnet        # the name `tinydense train --model resnet` and lesson 6 use
 
 __all__ = ["AlexNet", "BasicBlock", "Bottleneck", "DenseBlock", "DenseLayer", "DenseNet", "GoogLeNet",
            "GoogLeNetOutputs", "Inception", "InceptionAux", "PreActBlock", "PreActBottleneck", "PreActResNet",

@@ -107,10 +107,11 @@ def _verdicts(text):
 
 
 def _scratch(lessons, workspace):
-    """A scratch folder for one kernel: the instructors' exercises.py, the workspace
-    template, the fixtures lesson 6 reads; returns (folder, environment)."""
+    """A scratch folder for one kernel: the instructors' checkers (exercises*.py), the
+    workspace template, the fixtures lesson 7 reads; returns (folder, environment)."""
     folder = Path(tempfile.mkdtemp(prefix="tinydense-grade-"))
-    shutil.copyfile(lessons / "exercises.py", folder / "exercises.py")
+    for checkers in sorted(lessons.glob("exercises*.py")):
+        shutil.copyfile(checkers, folder / checkers.name)
     template = lessons / "my_ops_template.py"
     if template.is_file():                      # a student release, or a built checkout
         shutil.copyfile(template, folder / template.name)

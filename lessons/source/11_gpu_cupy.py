@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 10: The same code on a GPU, with CuPy
+# # Lesson 11: The same code on a GPU, with CuPy
 #
 # Every op in tinydense asks `get_array_module` for `xp`, the array library of
 # its inputs, and does its math with `xp.matmul`, `xp.zeros` and so on. With
@@ -213,7 +213,7 @@ plt.show()
 # %% [markdown]
 # To train on the GPU for real, put the model and the data loader on it
 # (`model.to("cuda")`, `DataLoader(..., device="cuda")`) and run the loop of
-# lesson 7 unchanged, or pass the GPU option to the command-line trainer.
+# lesson 8 unchanged, or pass the GPU option to the command-line trainer.
 #
 # ## Questions and exercises
 #
@@ -223,7 +223,7 @@ plt.show()
 #    (small) data set in GPU memory from the start? Why?
 # 3. Section 4 compares gradients relative to each parameter's largest gradient. Why
 #    not element by element?
-# 4. Write a small function with `xp` (for example the cross-entropy of lesson 7) and
+# 4. Write a small function with `xp` (for example the cross-entropy of lesson 8) and
 #    check that it gives the same result for NumPy and CuPy inputs.
-# 5. Lesson 9 measured memory with `tracemalloc`, which does not see GPU memory. Use
+# 5. Lesson 10 measured memory with `tracemalloc`, which does not see GPU memory. Use
 #    `td.cuda.memory_pool_peak_bytes()` to measure a DenseNet-BC step on the GPU.

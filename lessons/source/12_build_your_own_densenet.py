@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 11 (capstone): a DenseNet on your own ops
+# # Lesson 12 (capstone): a DenseNet on your own ops
 #
 # In the earlier lessons you wrote the backward passes of every op a DenseNet
 # needs: convolution, batch norm, ReLU, max and average pooling,

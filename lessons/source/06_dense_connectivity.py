@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 5: Dense connectivity
+# # Lesson 6: Dense connectivity
 #
 # A ResNet layer adds what it computes to its input. A DenseNet layer keeps its
 # input untouched and *appends* what it computes, as new channels. That one
@@ -310,7 +310,7 @@ plt.show()
 # the network knows in its channels and rewrite them, so every layer is wide.
 # A dense layer only adds $k$ new channels and reads the rest, so its
 # convolutions are narrow, and the features of early layers are **reused**
-# directly by later ones instead of being re-learned. Lesson 8 looks at
+# directly by later ones instead of being re-learned. Lesson 9 looks at
 # whether a trained network actually uses those connections.
 #
 # ## Questions and exercises

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 7: Training on CIFAR-10
+# # Lesson 8: Training on CIFAR-10
 #
 # Everything so far was about computing gradients correctly. Now we use them:
 # we train a DenseNet-BC on real images, watch the loss and the accuracy,
@@ -144,7 +144,7 @@ print(f"{len(train_loader)} batches per epoch")
 # %% [markdown]
 # ## 3. Model, loss and optimiser
 #
-# The model is a DenseNet-BC for CIFAR (lesson 6). It ends with 10 numbers per
+# The model is a DenseNet-BC for CIFAR (lesson 7). It ends with 10 numbers per
 # image, the **logits**; softmax turns them into class probabilities, and the
 # loss is the cross-entropy, $-\log p_{\text{true class}}$, averaged over the
 # batch. It is $\ln 10 \approx 2.30$ for a network that guesses uniformly, which is
@@ -400,7 +400,7 @@ plt.show()
 #
 # `model.state_dict()` holds every weight and batch-norm statistic;
 # `td.save` writes it as a `.npz` file (arrays only, nothing executable), and
-# `model.load_state_dict(td.load(path))` restores it. Lesson 8 picks up this
+# `model.load_state_dict(td.load(path))` restores it. Lesson 9 picks up this
 # file, if you ran this lesson with the student settings, to look inside the
 # trained network.
 

@@ -1,7 +1,7 @@
 # %% [markdown]
-# # Lesson 6: Building DenseNet-BC
+# # Lesson 7: Building DenseNet-BC
 #
-# Lesson 5 took dense connectivity apart. Now we put a whole DenseNet-BC
+# Lesson 6 took dense connectivity apart. Now we put a whole DenseNet-BC
 # together from `tinydense.nn` layers, in about fifty lines, check that it is
 # the same network as `tinydense.models.densenet_bc` down to the last weight,
 # and read its per-layer cost table.
@@ -309,7 +309,7 @@ print(f"total: {report.total_params:,} parameters, {report.total_flops / 1e6:.0f
 # but needs about 0.3 G multiply-adds per image, and its layer outputs take
 # megabytes per image, many times the size of its weights. Training stores
 # those outputs for the backward pass, so for DenseNets the **activations**,
-# not the parameters, fill the memory. Lesson 9 measures this and shows what
+# not the parameters, fill the memory. Lesson 10 measures this and shows what
 # to do about it.
 #
 # ## Questions and exercises

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 8: Does a DenseNet reuse its features?
+# # Lesson 9: Does a DenseNet reuse its features?
 #
 # Dense connectivity *allows* every layer to read every earlier feature map of
 # its block. Whether a trained network actually *does* is a question about its

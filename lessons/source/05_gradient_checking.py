@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 4: Gradient checking
+# # Lesson 5: Gradient checking
 #
 # Every op in tinydense has a hand-written backward pass, and a wrong backward
 # pass is the worst kind of bug: nothing crashes, the loss still goes down a

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 3: Batch norm, ReLU and pooling
+# # Lesson 4: Batch norm, ReLU and pooling
 #
 # Every DenseNet layer applies the same three steps before its convolution:
 # batch normalisation, then ReLU, then the convolution (the "pre-activation"

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 9: Memory
+# # Lesson 10: Memory
 #
 # DenseNets have few parameters, yet training them is known to need a lot of
 # memory. The reason is not the weights but the **activations**: to run the
