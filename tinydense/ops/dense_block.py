@@ -1,0 +1,301 @@
+"""A whole dense block as ONE op: the memory-efficient DenseNet (Pleiss et al., 2017).
+
+The textbook block (models/densenet.py) concatenates x_0 ... x_{l-1} anew for
+every layer l and normalises that copy: its stored activations grow with the
+square of the depth. This op computes the same function with memory linear in
+depth, and faster:
+
+- ONE feature buffer X for all k0 + L*k channels of the block (channel-major,
+  (C, N, H, W)); layer l writes its k channels into the next slot, and reads
+  its concatenated input [x_0 .. x_{l-1}] as the first c_l channels: a view.
+  X is the block's output.
+- Batch statistics ONCE per channel. Every layer that reads channel j in
+  training normalises it with the same batch mean and variance (same batch,
+  same values), so the block computes them when the channel is written and
+  keeps xhat_j = (x_j - mean_j) / std_j in a second buffer V. What differs
+  from layer to layer is only batch norm's affine map (weight, bias), which
+  ops/bn_relu.py folds into the 1x1 convolution: one elementwise pass over
+  the c_l channels per layer forward (scale, shift and clamp in one max).
+  And because xhat is shared, the gradient with respect to it can be summed
+  over all layers in one buffer G and taken through the statistics once per
+  channel (the per-layer terms of that step are per-channel sums, added up
+  as vectors; a layer whose batch norm has another eps sees xhat times a
+  per-channel ratio).
+- Backward is this op's own loop over the layers in reverse. When it reaches
+  layer l, G already holds everything the later layers sent to layer l's
+  channels; layer l's gradient is G's slot (through the statistics) plus what
+  the block's output got there. relu(bn(.)) of the concatenation is
+  recomputed from V, never stored. G belongs to this backward alone: no
+  gradient passes between ops except through their return values.
+
+Per layer the op keeps the bottleneck's output (4k channels, normalised in
+place: bn2's xhat), the 3x3 convolution's own copy of its input (ops/conv.py)
+and dropout masks: linear in depth. A layer without bottleneck (DenseNet,
+DenseNet-C) runs its 3x3 convolution on the c_l-channel concatenation; that
+convolution's copy of its input would grow with depth, so it is dropped and
+the convolution's forward is run again in backward.
+
+The convolutions with k x k kernels are ops/conv.py's ``Conv2d``, whose forward
+this op runs and whose backward it calls from its own: not through autograd,
+because a recorded graph would keep the convolution's input alive, and that
+input is a scratch array. The 1x1 convolutions are one matrix product each
+over the channel-major rows (ops/bn_relu.py). In eval mode V is X itself and
+each layer folds its running statistics into its affine map.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .. import backend, memory
+from ..autograd import Function, Tensor, is_grad_enabled
+from .bn_relu import (ReluAffine, affine_for, columns, conv1x1_backward, conv1x1_forward, norm_grads, normalise_rows,
+                      rows, statistics_backward)
+from .conv import Conv2d
+from .dropout import keep_scale
+from .norm import check_batch_norm_args, update_running_statistics
+
+
+class NormState(NamedTuple):
+    """A batch norm layer's state besides its weight and bias."""
+    running_mean: object
+    running_var: object
+    momentum: float
+    eps: float
+
+
+class LayerSpec(NamedTuple):
+    """One dense layer: its batch norms (two with a bottleneck, else one), the k x k
+    convolution's padding and the dropout rate. Its parameters are, in this order,
+    norm1 weight, bias, conv1 weight [, norm2 weight, bias, conv2 weight]."""
+    norms: tuple
+    padding: tuple
+    drop_rate: float
+
+
+def _conv(x, weight, padding):
+    """ops/conv.py's convolution: its forward now, its backward from ours later."""
+    op = Conv2d()
+    op.needs_grad = (True, True)       # what Conv2d.backward computes: dL/dx and dL/dW
+    return op, op.forward(x, weight, padding=padding)
+
+
+def _dropout(a, p, training):
+    """Inverted dropout on ``a`` in place (ops/dropout.py's masks); returns the scale to keep, or None."""
+    if not training or p == 0:
+        return None
+    scale = keep_scale(a, p)
+    a *= scale
+    return scale
+
+
+class _Statistics:
+    """Training: the batch mean, variance and 1/std of every channel of the block, made
+    once when the channel is written; forward writes each channel's xhat into V."""
+
+    def __init__(self, channels, eps, xp, dtype):
+        self.eps = eps          # V's xhat is made with this eps (the first layer's)
+        self.mean = xp.empty(channels, dtype=xp.float64)
+        self.var = xp.empty(channels, dtype=xp.float64)
+        self.invstd = xp.empty(channels, dtype=dtype)
+
+    def normalise(self, X, V, lo, hi):
+        self.mean[lo:hi], self.var[lo:hi], self.invstd[lo:hi] = normalise_rows(rows(X[lo:hi]), self.eps,
+                                                                               out=rows(V[lo:hi]))
+
+    def centre(self, lo, hi):
+        """(mean, invstd) of channels lo..hi-1 in the data's dtype: xhat = (x - mean) * invstd,
+        exactly as ``normalise`` made it (bn_relu.columns rebuilds it from X)."""
+        return self.mean[lo:hi].astype(self.invstd.dtype), self.invstd[lo:hi]
+
+    def ratio(self, channels, eps):
+        """xhat made with ``eps`` as a multiple of V's, per channel (None: the same eps)."""
+        if eps == self.eps:
+            return None
+        var = self.var[:channels]
+        xp = backend.get_array_module(var)
+        return xp.sqrt((var + self.eps) / (var + eps)).astype(self.invstd.dtype)
+
+
+class FusedDenseBlock(Function):
+    """x (N, k0, H, W) and every layer's parameters -> (N, k0 + L*k, H, W), channel-major."""
+
+    def forward(self, x, *params, layers, training):
+        N, k0, H, W = x.shape
+        xp = backend.get_array_module(x)
+        weights = _per_layer(params, layers)
+        ends = [k0]
+        for ws in weights:
+            ends.append(ends[-1] + ws[-1].shape[0])          # layer i writes channels ends[i]..ends[i+1]-1
+        keep = is_grad_enabled() and any(self.needs_grad)
+        X = memory.empty((ends[-1], N, H, W), x.dtype, like=x)
+        X[:k0] = x.transpose(1, 0, 2, 3)
+        V, stats = X, None
+        if training:      # xhat, for this forward only: backward rebuilds it from X, a chunk at a time
+            V = memory.scratch(X.shape, x.dtype, like=x)
+            stats = _Statistics(ends[-1], layers[0].norms[0].eps, xp, x.dtype)
+            stats.normalise(X, V, 0, k0)
+        saved = []
+        for i, (spec, ws) in enumerate(zip(layers, weights)):
+            saved.append(_layer_forward(X, V, ends[i], spec, ws, stats, keep))
+            if stats is not None:
+                stats.normalise(X, V, ends[i], ends[i + 1])
+        if keep:
+            self.X, self.stats, self.layers, self.weights, self.saved, self.ends = X, stats, layers, weights, saved, ends
+        return X.transpose(1, 0, 2, 3)
+
+    def backward(self, g):
+        X, stats, ends = self.X, self.stats, self.ends
+        xp = backend.get_array_module(g)
+        G = memory.scratch(X.shape, X.dtype, like=X)    # dL/dV, summed over every layer that reads a channel
+        # per channel, over those layers: sum of dL/dV and of ratio^2 * dL/dV * V (statistics_backward's terms)
+        totals = None if stats is None else (xp.zeros(X.shape[0]), xp.zeros(X.shape[0]))
+        grads = []
+        for i in reversed(range(len(self.layers))):
+            lo, hi = ends[i], ends[i + 1]
+            if i == len(self.layers) - 1:      # no later layer read these channels
+                G[lo:hi] = g[:, lo:hi].transpose(1, 0, 2, 3)
+            else:
+                self._finish(G, g, totals, lo, hi)
+            grads[:0] = _layer_backward(G, X, lo, self.layers[i], self.weights[i], self.saved[i], stats, totals,
+                                        first=i == len(self.layers) - 1)
+            self.saved[i] = None               # this layer's arrays are no longer needed
+        self._finish(G, g, totals, 0, ends[0])
+        gx = G[:ends[0]].transpose(1, 0, 2, 3).copy() if self.needs_grad[0] else None
+        return (gx,) + tuple(grads)
+
+    def _finish(self, G, g, totals, lo, hi):
+        """G[lo:hi] <- dL/dx of those channels: through the shared batch statistics (training),
+        plus what the block's output received there."""
+        if totals is not None:
+            R = G[lo:hi].size // (hi - lo)
+            xhat = columns(rows(self.X[lo:hi]), 0, R, self.stats.centre(lo, hi),
+                           memory.scratch((hi - lo, R), G.dtype, like=G))
+            statistics_backward(rows(G[lo:hi]), xhat, self.stats.invstd[lo:hi], (totals[0][lo:hi], totals[1][lo:hi]), R)
+        G[lo:hi] += g[:, lo:hi].transpose(1, 0, 2, 3)
+
+
+def _layer_forward(X, V, c, spec, ws, stats, keep):
+    """Layer l on the first c channels of the block: writes its k channels into X[c:c+k].
+    Returns what its backward needs (None if no backward will come)."""
+    training = stats is not None
+    _, N, H, W = X.shape
+    R = N * H * W
+    norm1, (w1, b1, cw1) = spec.norms[0], ws[:3]
+    if training:   # the batch statistics are the block's, made when the channels were written
+        update_running_statistics(norm1.running_mean, norm1.running_var, stats.mean[:c], stats.var[:c], R,
+                                  norm1.momentum)
+    ratio = stats.ratio(c, norm1.eps) if training else None
+    s, t, to_xhat1 = affine_for(w1, b1, norm1.running_mean, norm1.running_var, norm1.eps, training, ratio)
+    a1, v = ReluAffine(s, t), rows(V[:c])
+    if len(spec.norms) == 1:          # BN-ReLU-Conv kxk on the concatenation
+        E = memory.scratch((c, N, H, W), X.dtype, like=X)
+        a1.shifted_inputs(v, out=rows(E))
+        _, y = _conv(E.transpose(1, 0, 2, 3), a1.conv_weight(cw1), spec.padding)   # not kept: run again in backward
+        layer = (a1, to_xhat1, ratio)
+    else:                             # BN-ReLU-Conv1x1 (fused), BN-ReLU-Conv3x3
+        norm2, (w2, b2, cw2) = spec.norms[1], ws[3:]
+        b = memory.empty((cw1.shape[0], N, H, W), X.dtype, like=X)
+        conv1x1_forward(a1, v, cw1, out=rows(b))
+        drop1 = _dropout(b.transpose(1, 0, 2, 3), spec.drop_rate, training)
+        invstd2 = None
+        if training:                  # b becomes bn2's xhat, in place
+            mean2, var2, invstd2 = normalise_rows(rows(b), norm2.eps, out=rows(b))
+            update_running_statistics(norm2.running_mean, norm2.running_var, mean2, var2, R, norm2.momentum)
+        s2, t2, to_xhat2 = affine_for(w2, b2, norm2.running_mean, norm2.running_var, norm2.eps, training)
+        a2 = ReluAffine(s2, t2)
+        E = memory.scratch(b.shape, X.dtype, like=X)
+        a2.shifted_inputs(rows(b), out=rows(E))
+        conv2, y = _conv(E.transpose(1, 0, 2, 3), a2.conv_weight(cw2), spec.padding)
+        layer = (a1, to_xhat1, ratio, b, drop1, invstd2, a2, to_xhat2, conv2)
+    drop2 = _dropout(y, spec.drop_rate, training)
+    k = y.shape[1]
+    X[c:c + k] = y.transpose(1, 0, 2, 3)
+    return layer + (drop2,) if keep else None
+
+
+def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
+    """Layer l's backward, given dL/dy in G's slot c..c+k-1: adds dL/dV of the first c
+    channels into G (assigns if ``first``) and returns the layer's parameter gradients.
+    V (xhat in training, X in eval) is made again from X, as ``centre`` says."""
+    xp = backend.get_array_module(G)
+    _, N, H, W = G.shape
+    k = ws[-1].shape[0]
+    dy = G[c:c + k].transpose(1, 0, 2, 3)
+    if saved[-1] is not None:                  # dropout after the last convolution
+        dy *= saved[-1]
+    x, centre = rows(X[:c]), (None if stats is None else stats.centre(0, c))
+    if len(spec.norms) == 1:
+        a1, to_xhat1, ratio, _ = saved
+        v = columns(x, 0, x.shape[1], centre, memory.scratch(x.shape, G.dtype, like=G))
+        E = memory.scratch((c, N, H, W), G.dtype, like=G)
+        a1.shifted_inputs(v, out=rows(E))
+        conv, _ = _conv(E.transpose(1, 0, 2, 3), a1.conv_weight(ws[2]), spec.padding)
+        dE, gw = conv.backward(dy)[:2]
+        gw1 = a1.weight_grad(gw)
+        a1.open(v, out=rows(E))                                         # E -> the ReLU's mask
+        xp.multiply(E, dE.transpose(1, 0, 2, 3), out=E)
+        sums1 = a1.gradients(rows(E), v)                                # E -> dL/dv
+        if first:
+            rows(G[:c])[...] = rows(E)
+        else:
+            Gc = rows(G[:c])
+            Gc += rows(E)
+        param_grads = ()
+    else:
+        a1, to_xhat1, ratio, bhat, drop1, invstd2, a2, to_xhat2, conv2, _ = saved
+        dE2, gw2 = conv2.backward(dy)[:2]
+        d2 = memory.scratch(bhat.shape, G.dtype, like=G)
+        a2.open(rows(bhat), out=rows(d2))                               # the ReLU's mask
+        xp.multiply(d2, dE2.transpose(1, 0, 2, 3), out=d2)
+        sums2 = a2.gradients(rows(d2), rows(bhat))                      # d2 -> dL/d(bn2's xhat), or dL/db in eval
+        if invstd2 is not None:                                         # d2 -> dL/db
+            statistics_backward(rows(d2), rows(bhat), invstd2, a2.dv_sums(sums2), N * H * W)
+        if drop1 is not None:
+            d2_nchw = d2.transpose(1, 0, 2, 3)
+            d2_nchw *= drop1
+        gw1, *sums1 = conv1x1_backward(a1, x, ws[2], rows(d2), dv=rows(G[:c]), accumulate=not first, centre=centre)
+        param_grads = norm_grads(sums2, to_xhat2) + (a2.weight_grad(gw2),)
+    if totals is not None:   # this layer's sums of dL/dV and dL/dV * V, for the statistics' backward
+        sum_d, sum_dv = a1.dv_sums(sums1)
+        totals[0][:c] += sum_d
+        totals[1][:c] += sum_dv if ratio is None else sum_dv * ratio * ratio
+    return norm_grads(tuple(sums1), to_xhat1) + (gw1,) + param_grads
+
+
+def _per_layer(params, layers):
+    """The flat parameter list split into one tuple per layer (3 arrays per batch norm)."""
+    out, i = [], 0
+    for spec in layers:
+        n = 3 * len(spec.norms)
+        out.append(tuple(params[i:i + n]))
+        i += n
+    return out
+
+
+def dense_block(x, params, layers, training):
+    """The dense block of ``layers`` (``LayerSpec``) on x (N, k0, H, W) as one op
+    (``FusedDenseBlock``); ``params``: every layer's parameters in order (see ``LayerSpec``).
+    Returns the block's output (N, k0 + L*k, H, W), the same values as the textbook block."""
+    data = x.data if isinstance(x, Tensor) else x
+    arrays = [p.data if isinstance(p, Tensor) else p for p in params]
+    if data.ndim != 4:
+        raise ValueError(f"dense_block expects input of shape (N, C, H, W), got shape {tuple(data.shape)}")
+    per_layer = _per_layer(arrays, layers)
+    if sum(len(ws) for ws in per_layer) != len(arrays):
+        raise ValueError(f"dense_block: {len(arrays)} parameters do not fit {len(layers)} layers")
+    shape, channels = tuple(data.shape), data.shape[1]
+    for i, (spec, ws) in enumerate(zip(layers, per_layer)):
+        for j, norm in enumerate(spec.norms):
+            weight, bias, conv = ws[3 * j:3 * j + 3]
+            width = channels if j == 0 else ws[2].shape[0]
+            where = f"dense_block layer {i + 1} norm{j + 1}"
+            check_batch_norm_args(where, (shape[0], width) + shape[2:], norm.running_mean, norm.running_var,
+                                  weight, bias, training, norm.momentum)
+            if conv.ndim != 4 or conv.shape[1] != width or (j == 0 and len(spec.norms) == 2 and conv.shape[2:] != (1, 1)):
+                raise ValueError(f"{where}: {width} channels do not fit conv weight of shape {tuple(conv.shape)}")
+        for a in ws:
+            if a.dtype != data.dtype:
+                raise TypeError(f"dense_block: input dtype {data.dtype} differs from layer {i + 1}'s "
+                                f"parameter dtype {a.dtype}")
+        channels += ws[-1].shape[0]
+    return FusedDenseBlock.apply(x, *params, layers=layers, training=training)
