@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import tinydense as td
 import tinydense.functional as F
 from tinydense import memory, models
-from tinydense.ops import bn_relu
+from tinydense.ops import bn_relu, parallel
 from tinydense.models import DenseBlock, DenseNet, EfficientDenseBlock, EfficientTransition, densenet
 
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -122,6 +122,16 @@ def _textbook_and_fused_block(layers, k0, k, bottleneck, bn_size, drop_rate, tra
         (out * td.tensor(rng.standard_normal(out.shape))).sum().backward()
         results.append([out.numpy(), x.grad] + [p.grad for p in block.parameters()] + list(block.state_dict().values()))
     return results
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_number_of_threads_changes_nothing_but_rounding(threads, monkeypatch):
+    """The fused ops share each phase among ``parallel.threads()`` threads (ops/parallel.py):
+    one thread, or three (more parts than images in a batch of 2, an odd split of channels)."""
+    monkeypatch.setattr(parallel, "threads", lambda like=None: threads)
+    for kind, drop_rate, training in (("DenseNet-BC", 0.3, True), ("DenseNet", 0.0, True), ("DenseNet-BC", 0.0, False)):
+        plain = train_steps(build(kind, False, drop_rate), training, 8, batch=2)
+        assert_same_results(plain, train_steps(build(kind, True, drop_rate), training, 8, batch=2))
 
 
 def test_two_forwards_before_one_backward():

@@ -32,6 +32,7 @@ from the pool in tinydense/memory.py, so a few of them serve every layer.
 from __future__ import annotations
 
 from .. import backend, memory
+from . import parallel
 from ..autograd import Function, Tensor, is_grad_enabled
 from .norm import batch_statistics, check_batch_norm_args, inverse_std, update_running_statistics
 
@@ -65,11 +66,15 @@ class ReluAffine:
     ``conv_weight`` the weight that multiplies either (W s folded, else W). c = 0 unfolded.
     """
 
-    def __init__(self, s, t):
+    def __init__(self, s, t, folded=None):
         xp = backend.get_array_module(s)
         self.s, self.t = s, t
-        self.folded = bool((s > 0).all())
+        self.folded = bool((s > 0).all()) if folded is None else folded
         self.c = -t / s if self.folded else xp.zeros_like(s)
+
+    def rows(self, lo, hi):
+        """The same map for rows lo..hi-1 only (folded or not as the whole is)."""
+        return ReluAffine(self.s[lo:hi], self.t[lo:hi], self.folded)
 
     def inputs(self, v, out):
         """Z (C, R): max(v, c) if folded, else relu(s*v + t); written into ``out``."""
@@ -118,8 +123,10 @@ class ReluAffine:
             d *= column(self.s)
 
     def du_sums(self, sums):
-        """(sum d, sum d * v) of d = dL/d(inputs) -> (sum dL/du, sum dL/du * v)."""
-        return (sums[0] / self.s, sums[1] / self.s) if self.folded else sums
+        """(sum d, sum d * v) of d = dL/d(inputs) -> (sum dL/du, sum dL/du * v), in s's dtype."""
+        if self.folded:
+            sums = sums[0] / self.s, sums[1] / self.s
+        return sums[0].astype(self.s.dtype), sums[1].astype(self.s.dtype)
 
     def dv_sums(self, du_sums):
         """(sum dL/du, sum dL/du * v) -> (sum dL/dv, sum dL/dv * v): the terms statistics_backward needs."""
@@ -127,13 +134,14 @@ class ReluAffine:
 
 
 # The 1x1 kernels work on CHUNK columns at a time: their scratch arrays are
-# C x CHUNK, not C x R (for DenseNet-BC's first block, 5 MB instead of 56 MB),
+# C x CHUNK, not C x R (DenseNet-BC-100's first block: 7 MB instead of 56 MB),
 # and each chunk's passes stay in the cache.
-CHUNK = 16384
+CHUNK = 8192
 
 
-def _chunks(R):
-    return [(lo, min(lo + CHUNK, R)) for lo in range(0, R, CHUNK)]
+def _chunks(lo, hi):
+    """lo..hi in pieces of at most CHUNK columns."""
+    return [(a, min(a + CHUNK, hi)) for a in range(lo, hi, CHUNK)]
 
 
 def columns(v, lo, hi, centre=None, scratch=None):
@@ -152,16 +160,22 @@ def _scratch(v, width):
 
 
 def conv1x1_forward(affine, v, weight, out):
-    """out (O, R) <- W @ relu(s*v + t) for the 1x1 ``weight`` (O, C, 1, 1), v (C, R); returns out."""
+    """out (O, R) <- W @ relu(s*v + t) for the 1x1 ``weight`` (O, C, 1, 1), v (C, R); returns out.
+    The columns are shared among the threads (ops/parallel.py), CHUNK at a time."""
     xp = backend.get_array_module(v)
     A = affine.conv_weight(weight)[:, :, 0, 0]
     offset = column(A @ affine.c) if affine.folded else None
-    Z = _scratch(v, CHUNK)
-    for lo, hi in _chunks(v.shape[1]):
-        Zc = affine.inputs(v[:, lo:hi], out=Z[:, :hi - lo])
-        yc = xp.matmul(A, Zc, out=out[:, lo:hi])
-        if offset is not None:
-            yc -= offset
+    ranges = parallel.split(v.shape[1])
+    Z = [_scratch(v, CHUNK) for _ in ranges]
+
+    def part(i, lo, hi):
+        for a, b in _chunks(lo, hi):
+            Zc = affine.inputs(v[:, a:b], out=Z[i][:, :b - a])
+            yc = xp.matmul(A, Zc, out=out[:, a:b])
+            if offset is not None:
+                yc -= offset
+
+    parallel.parallel(part, ranges)
     return out
 
 
@@ -171,27 +185,33 @@ def conv1x1_backward(affine, v, weight, g, dv, accumulate=False, centre=None):
     (or from (v - mean) * invstd with ``centre``, as in ``conv1x1_forward``)."""
     xp = backend.get_array_module(v)
     A = affine.conv_weight(weight)[:, :, 0, 0]
-    gA = xp.zeros(A.shape, dtype=A.dtype)
-    sum_d, sum_dv = (xp.zeros(v.shape[0]) for _ in range(2))        # float64 over the chunks
-    Z, D, V = _scratch(v, CHUNK), _scratch(v, CHUNK), (None if centre is None else _scratch(v, CHUNK))
-    for lo, hi in _chunks(v.shape[1]):
-        vc = columns(v, lo, hi, centre, V)
-        Zc, gc = affine.inputs(vc, out=Z[:, :hi - lo]), g[:, lo:hi]
-        gA += gc @ Zc.T                                        # dL/dA = g Z^T  (O, C)
-        Dc = xp.matmul(A.T, gc, out=D[:, :hi - lo])            # dL/dZ
-        Dc *= xp.greater(Zc, column(affine.c), out=Zc)         # Z > c: where the ReLU was open
-        sum_d += Dc.sum(axis=1)
-        sum_dv += xp.einsum("cr,cr->c", Dc, vc)
-        affine.to_dv(Dc)
-        if accumulate:
-            dv[:, lo:hi] += Dc
-        else:
-            dv[:, lo:hi] = Dc
+    ranges = parallel.split(v.shape[1])
+    scratch = [[_scratch(v, CHUNK) for _ in range(2 if centre is None else 3)] for _ in ranges]
+
+    def part(i, lo, hi):
+        Z, D, *V = scratch[i]
+        gA = xp.zeros(A.shape, dtype=A.dtype)
+        sum_d, sum_dv = (xp.zeros(v.shape[0]) for _ in range(2))        # float64 over the chunks
+        for a, b in _chunks(lo, hi):
+            vc = columns(v, a, b, centre, V[0] if V else None)
+            Zc, gc = affine.inputs(vc, out=Z[:, :b - a]), g[:, a:b]
+            gA += gc @ Zc.T                                        # dL/dA = g Z^T  (O, C)
+            Dc = xp.matmul(A.T, gc, out=D[:, :b - a])              # dL/dZ
+            Dc *= xp.greater(Zc, column(affine.c), out=Zc)         # Z > c: where the ReLU was open
+            sum_d += Dc.sum(axis=1)
+            sum_dv += xp.einsum("cr,cr->c", Dc, vc)
+            affine.to_dv(Dc)
+            if accumulate:
+                dv[:, a:b] += Dc
+            else:
+                dv[:, a:b] = Dc
+        return gA, sum_d, sum_dv
+
+    gA, sum_d, sum_dv = (sum(values) for values in zip(*parallel.parallel(part, ranges)))
     if affine.folded:                                          # y = A Z - A c 1^T
         gA -= g.sum(axis=1)[:, None] * affine.c[None, :]
     gw = affine.weight_grad(gA[:, :, None, None])
-    sums = affine.du_sums((sum_d.astype(A.dtype), sum_dv.astype(A.dtype)))
-    return (gw,) + sums
+    return (gw,) + affine.du_sums((sum_d, sum_dv))
 
 
 def statistics_backward(dxhat, xhat, invstd, sums, count):
@@ -207,13 +227,20 @@ def statistics_backward(dxhat, xhat, invstd, sums, count):
     return dxhat
 
 
-def normalise_rows(x, eps, out):
+def normalise(x, eps, out):
     """Per-row batch statistics of x (C, R) and xhat = (x - mean) * invstd written into
-    ``out``; returns (mean, var, invstd): float64, float64, x's dtype."""
+    ``out``; returns (mean, var, invstd): float64, float64, x's dtype. In this thread."""
     mean, var, centred = batch_statistics(x, (1,), centred=out)
     invstd = inverse_std(var, eps, x.dtype)
     centred *= column(invstd)
     return mean, var, invstd
+
+
+def normalise_rows(x, eps, out):
+    """``normalise``, the rows shared among the threads."""
+    xp = backend.get_array_module(x)
+    parts = parallel.parallel(lambda i, lo, hi: normalise(x[lo:hi], eps, out[lo:hi]), parallel.split(x.shape[0]))
+    return tuple(xp.concatenate(values) for values in zip(*parts))
 
 
 def affine_for(weight, bias, running_mean, running_var, eps, training, ratio=None):
@@ -245,24 +272,25 @@ class BatchNormReLUConv1x1(Function):
 
     x (N, C, H, W), bn_weight and bn_bias (C,), conv_weight (O, C, 1, 1) -> y (N, O, H, W),
     laid out channel-major. Keeps x and per-channel vectors; xhat (training) and Z are made
-    CHUNK columns at a time, in forward and again in backward.
+    CHUNK columns at a time in backward.
     """
 
     def forward(self, x, bn_weight, bn_bias, conv_weight, running_mean=None, running_var=None,
                 training=False, momentum=0.1, eps=1e-5):
         N, C, H, W = x.shape
-        xr = rows(channel_major(x))
-        v, centre = xr, None
-        if training:     # xhat, for now (backward makes it again, a chunk at a time)
-            v = memory.scratch(xr.shape, x.dtype, like=x)
-            mean, var, invstd = normalise_rows(xr, eps, out=v)
-            if running_mean is not None:
-                update_running_statistics(running_mean, running_var, mean, var, xr.shape[1], momentum)
-            centre = (mean.astype(x.dtype), invstd)
-        s, t, to_xhat = affine_for(bn_weight, bn_bias, running_mean, running_var, eps, training)
-        affine = ReluAffine(s, t)
-        y = memory.empty((conv_weight.shape[0], N, H, W), x.dtype, like=x)
-        conv1x1_forward(affine, v, conv_weight, out=rows(y))
+        with parallel.own_threads(x):
+            xr = rows(channel_major(x))
+            v, centre = xr, None
+            if training:     # xhat, for now (backward makes it again, a chunk at a time)
+                v = memory.scratch(xr.shape, x.dtype, like=x)
+                mean, var, invstd = normalise_rows(xr, eps, out=v)
+                if running_mean is not None:
+                    update_running_statistics(running_mean, running_var, mean, var, xr.shape[1], momentum)
+                centre = (mean.astype(x.dtype), invstd)
+            s, t, to_xhat = affine_for(bn_weight, bn_bias, running_mean, running_var, eps, training)
+            affine = ReluAffine(s, t)
+            y = memory.empty((conv_weight.shape[0], N, H, W), x.dtype, like=x)
+            conv1x1_forward(affine, v, conv_weight, out=rows(y))
         if is_grad_enabled() and any(self.needs_grad):
             self.x, self.conv_weight, self.affine, self.centre, self.to_xhat = x, conv_weight, affine, centre, to_xhat
         return y.transpose(1, 0, 2, 3)
@@ -270,15 +298,22 @@ class BatchNormReLUConv1x1(Function):
     def backward(self, g):
         x, centre = self.x, self.centre
         N, C, H, W = x.shape
-        xr = rows(channel_major(x))
-        dx = memory.scratch((C, N, H, W), x.dtype, like=x)      # passed on, not kept
-        gw, *sums = conv1x1_backward(self.affine, xr, self.conv_weight, rows(channel_major(g)), dv=rows(dx),
-                                     centre=centre)
-        if centre is not None:      # dx holds dL/dxhat: through the batch statistics, chunk by chunk
-            dv_sums, V = self.affine.dv_sums(sums), _scratch(xr, CHUNK)
-            for lo, hi in _chunks(xr.shape[1]):
-                statistics_backward(rows(dx)[:, lo:hi], columns(xr, lo, hi, centre, V), centre[1], dv_sums,
-                                    xr.shape[1])
+        with parallel.own_threads(x):
+            xr = rows(channel_major(x))
+            dx = memory.scratch((C, N, H, W), x.dtype, like=x)      # passed on, not kept
+            gw, *sums = conv1x1_backward(self.affine, xr, self.conv_weight, rows(channel_major(g)), dv=rows(dx),
+                                         centre=centre)
+            if centre is not None:      # dx holds dL/dxhat: through the batch statistics, chunk by chunk
+                dv_sums = self.affine.dv_sums(sums)
+                ranges = parallel.split(xr.shape[1])
+                V = [_scratch(xr, CHUNK) for _ in ranges]
+
+                def part(i, lo, hi):
+                    for a, b in _chunks(lo, hi):
+                        statistics_backward(rows(dx)[:, a:b], columns(xr, a, b, centre, V[i]), centre[1], dv_sums,
+                                            xr.shape[1])
+
+                parallel.parallel(part, ranges)
         gweight, gbias = norm_grads(sums, self.to_xhat)
         return dx.transpose(1, 0, 2, 3), gweight, gbias, gw
 

@@ -48,8 +48,9 @@ from typing import NamedTuple
 
 from .. import backend, memory
 from ..autograd import Function, Tensor, is_grad_enabled
-from .bn_relu import (ReluAffine, affine_for, columns, conv1x1_backward, conv1x1_forward, norm_grads, normalise_rows,
-                      rows, statistics_backward)
+from . import parallel
+from .bn_relu import (ReluAffine, affine_for, columns, conv1x1_backward, conv1x1_forward, norm_grads, normalise,
+                      normalise_rows, rows, statistics_backward)
 from .conv import Conv2d
 from .dropout import keep_scale
 from .norm import check_batch_norm_args, update_running_statistics
@@ -127,18 +128,19 @@ class FusedDenseBlock(Function):
         for ws in weights:
             ends.append(ends[-1] + ws[-1].shape[0])          # layer i writes channels ends[i]..ends[i+1]-1
         keep = is_grad_enabled() and any(self.needs_grad)
-        X = memory.empty((ends[-1], N, H, W), x.dtype, like=x)
-        X[:k0] = x.transpose(1, 0, 2, 3)
-        V, stats = X, None
-        if training:      # xhat, for this forward only: backward rebuilds it from X, a chunk at a time
-            V = memory.scratch(X.shape, x.dtype, like=x)
-            stats = _Statistics(ends[-1], layers[0].norms[0].eps, xp, x.dtype)
-            stats.normalise(X, V, 0, k0)
-        saved = []
-        for i, (spec, ws) in enumerate(zip(layers, weights)):
-            saved.append(_layer_forward(X, V, ends[i], spec, ws, stats, keep))
-            if stats is not None:
-                stats.normalise(X, V, ends[i], ends[i + 1])
+        with parallel.own_threads(x):
+            X = memory.empty((ends[-1], N, H, W), x.dtype, like=x)
+            X[:k0] = x.transpose(1, 0, 2, 3)
+            V, stats = X, None
+            if training:      # xhat, for this forward only: backward rebuilds it from X, a chunk at a time
+                V = memory.scratch(X.shape, x.dtype, like=x)
+                stats = _Statistics(ends[-1], layers[0].norms[0].eps, xp, x.dtype)
+                stats.normalise(X, V, 0, k0)
+            saved = []
+            for i, (spec, ws) in enumerate(zip(layers, weights)):
+                saved.append(_layer_forward(X, V, ends[i], spec, ws, stats, keep))
+                if stats is not None:
+                    stats.normalise(X, V, ends[i], ends[i + 1])
         if keep:
             self.X, self.stats, self.layers, self.weights, self.saved, self.ends = X, stats, layers, weights, saved, ends
         return X.transpose(1, 0, 2, 3)
@@ -146,37 +148,46 @@ class FusedDenseBlock(Function):
     def backward(self, g):
         X, stats, ends = self.X, self.stats, self.ends
         xp = backend.get_array_module(g)
-        G = memory.scratch(X.shape, X.dtype, like=X)    # dL/dV, summed over every layer that reads a channel
-        # per channel, over those layers: sum of dL/dV and of ratio^2 * dL/dV * V (statistics_backward's terms)
-        totals = None if stats is None else (xp.zeros(X.shape[0]), xp.zeros(X.shape[0]))
-        grads = []
-        for i in reversed(range(len(self.layers))):
-            lo, hi = ends[i], ends[i + 1]
-            if i == len(self.layers) - 1:      # no later layer read these channels
-                G[lo:hi] = g[:, lo:hi].transpose(1, 0, 2, 3)
-            else:
-                self._finish(G, g, totals, lo, hi)
-            grads[:0] = _layer_backward(G, X, lo, self.layers[i], self.weights[i], self.saved[i], stats, totals,
-                                        first=i == len(self.layers) - 1)
-            self.saved[i] = None               # this layer's arrays are no longer needed
-        self._finish(G, g, totals, 0, ends[0])
-        gx = G[:ends[0]].transpose(1, 0, 2, 3).copy() if self.needs_grad[0] else None
+        with parallel.own_threads(g):
+            G = memory.scratch(X.shape, X.dtype, like=X)    # dL/dV, summed over every layer that reads a channel
+            # per channel, over those layers: sum of dL/dV and of ratio^2 * dL/dV * V (statistics_backward's terms)
+            totals = None if stats is None else (xp.zeros(X.shape[0]), xp.zeros(X.shape[0]))
+            grads = []
+            for i in reversed(range(len(self.layers))):
+                lo, hi = ends[i], ends[i + 1]
+                if i == len(self.layers) - 1:      # no later layer read these channels
+                    G[lo:hi] = g[:, lo:hi].transpose(1, 0, 2, 3)
+                else:
+                    self._finish(G, g, totals, lo, hi)
+                grads[:0] = _layer_backward(G, X, lo, self.layers[i], self.weights[i], self.saved[i], stats, totals,
+                                            first=i == len(self.layers) - 1)
+                self.saved[i] = None               # this layer's arrays are no longer needed
+            self._finish(G, g, totals, 0, ends[0])
+            gx = G[:ends[0]].transpose(1, 0, 2, 3).copy() if self.needs_grad[0] else None
         return (gx,) + tuple(grads)
 
     def _finish(self, G, g, totals, lo, hi):
         """G[lo:hi] <- dL/dx of those channels: through the shared batch statistics (training),
-        plus what the block's output received there."""
-        if totals is not None:
-            R = G[lo:hi].size // (hi - lo)
-            xhat = columns(rows(self.X[lo:hi]), 0, R, self.stats.centre(lo, hi),
-                           memory.scratch((hi - lo, R), G.dtype, like=G))
-            statistics_backward(rows(G[lo:hi]), xhat, self.stats.invstd[lo:hi], (totals[0][lo:hi], totals[1][lo:hi]), R)
-        G[lo:hi] += g[:, lo:hi].transpose(1, 0, 2, 3)
+        plus what the block's output received there. The channels shared among the threads."""
+        R = G[lo:hi].size // (hi - lo)
+        ranges = parallel.split(hi - lo)
+        xhat = [memory.scratch((b - a, R), G.dtype, like=G) for a, b in ranges] if totals is not None else None
+
+        def part(i, a, b):
+            a, b = lo + a, lo + b
+            if totals is not None:
+                v = columns(rows(self.X[a:b]), 0, R, self.stats.centre(a, b), xhat[i])
+                statistics_backward(rows(G[a:b]), v, self.stats.invstd[a:b], (totals[0][a:b], totals[1][a:b]), R)
+            G[a:b] += g[:, a:b].transpose(1, 0, 2, 3)
+
+        parallel.parallel(part, ranges)
 
 
 def _layer_forward(X, V, c, spec, ws, stats, keep):
     """Layer l on the first c channels of the block: writes its k channels into X[c:c+k].
-    Returns what its backward needs (None if no backward will come)."""
+    Returns what its backward needs (None if no backward will come). Each phase shares
+    its work among the threads: columns (images) for the convolutions, rows (channels)
+    for batch norm's statistics."""
     training = stats is not None
     _, N, H, W = X.shape
     R = N * H * W
@@ -189,77 +200,146 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
     a1, v = ReluAffine(s, t), rows(V[:c])
     if len(spec.norms) == 1:          # BN-ReLU-Conv kxk on the concatenation
         E = memory.scratch((c, N, H, W), X.dtype, like=X)
-        a1.shifted_inputs(v, out=rows(E))
-        _, y = _conv(E.transpose(1, 0, 2, 3), a1.conv_weight(cw1), spec.padding)   # not kept: run again in backward
-        layer = (a1, to_xhat1, ratio)
+        parallel.parallel(lambda i, lo, hi: a1.rows(lo, hi).shifted_inputs(v[lo:hi], out=rows(E)[lo:hi]),
+                          parallel.split(c))
+        # the convolution is not kept (its copy of E grows with depth): backward runs it again
+        y, _, ranges, drop2 = _images_conv(E, a1.conv_weight(cw1), spec.padding, spec.drop_rate, training)
+        layer = (a1, to_xhat1, ratio, ranges)
     else:                             # BN-ReLU-Conv1x1 (fused), BN-ReLU-Conv3x3
         norm2, (w2, b2, cw2) = spec.norms[1], ws[3:]
         b = memory.empty((cw1.shape[0], N, H, W), X.dtype, like=X)
         conv1x1_forward(a1, v, cw1, out=rows(b))
-        drop1 = _dropout(b.transpose(1, 0, 2, 3), spec.drop_rate, training)
-        invstd2 = None
-        if training:                  # b becomes bn2's xhat, in place
-            mean2, var2, invstd2 = normalise_rows(rows(b), norm2.eps, out=rows(b))
-            update_running_statistics(norm2.running_mean, norm2.running_var, mean2, var2, R, norm2.momentum)
+        drop1 = _drop_scale(b.transpose(1, 0, 2, 3), spec.drop_rate, training)
         s2, t2, to_xhat2 = affine_for(w2, b2, norm2.running_mean, norm2.running_var, norm2.eps, training)
         a2 = ReluAffine(s2, t2)
         E = memory.scratch(b.shape, X.dtype, like=X)
-        a2.shifted_inputs(rows(b), out=rows(E))
-        conv2, y = _conv(E.transpose(1, 0, 2, 3), a2.conv_weight(cw2), spec.padding)
-        layer = (a1, to_xhat1, ratio, b, drop1, invstd2, a2, to_xhat2, conv2)
-    drop2 = _dropout(y, spec.drop_rate, training)
+
+        def bn2(i, lo, hi):           # channels lo..hi-1 of b: dropout, bn2's xhat (in place), conv2's input
+            if drop1 is not None:
+                b[lo:hi] *= drop1.transpose(1, 0, 2, 3)[lo:hi]
+            stats2 = normalise(rows(b)[lo:hi], norm2.eps, out=rows(b)[lo:hi]) if training else None
+            a2.rows(lo, hi).shifted_inputs(rows(b)[lo:hi], out=rows(E)[lo:hi])
+            return stats2
+
+        parts = parallel.parallel(bn2, parallel.split(b.shape[0]))
+        invstd2 = None
+        if training:
+            mean2, var2, invstd2 = (backend.get_array_module(b).concatenate(v) for v in zip(*parts))
+            update_running_statistics(norm2.running_mean, norm2.running_var, mean2, var2, R, norm2.momentum)
+        y, convs, ranges, drop2 = _images_conv(E, a2.conv_weight(cw2), spec.padding, spec.drop_rate, training)
+        layer = (a1, to_xhat1, ratio, b, drop1, invstd2, a2, to_xhat2, convs, ranges)
     k = y.shape[1]
     X[c:c + k] = y.transpose(1, 0, 2, 3)
     return layer + (drop2,) if keep else None
+
+
+def _images_conv(E, weight, padding, drop_rate, training):
+    """y = dropout(conv2d(E)) for E (C, N, H, W) channel-major, the images shared among the
+    threads (one ops/conv.py op each). Returns y (N, O, H', W'), the ops, their ranges of
+    images and the dropout scale."""
+    ranges = parallel.split(E.shape[1])
+    ops_and_outputs = parallel.parallel(lambda i, lo, hi: _conv(E[:, lo:hi].transpose(1, 0, 2, 3), weight, padding),
+                                        ranges)
+    outputs = [y for _, y in ops_and_outputs]
+    y = outputs[0] if len(outputs) == 1 else backend.get_array_module(E).concatenate(outputs)
+    drop = _drop_scale(y, drop_rate, training)
+    if drop is not None:
+        y *= drop
+    return y, [op for op, _ in ops_and_outputs], ranges, drop
+
+
+def _drop_scale(a, p, training):
+    """Dropout's scale (mask / (1 - p)) for an array of a's shape, drawn as ops/dropout.py
+    draws it (the same numbers as the textbook path), or None."""
+    return keep_scale(a, p) if training and p > 0 else None
 
 
 def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
     """Layer l's backward, given dL/dy in G's slot c..c+k-1: adds dL/dV of the first c
     channels into G (assigns if ``first``) and returns the layer's parameter gradients.
     V (xhat in training, X in eval) is made again from X, as ``centre`` says."""
-    xp = backend.get_array_module(G)
     _, N, H, W = G.shape
+    R = N * H * W
     k = ws[-1].shape[0]
     dy = G[c:c + k].transpose(1, 0, 2, 3)
     if saved[-1] is not None:                  # dropout after the last convolution
         dy *= saved[-1]
     x, centre = rows(X[:c]), (None if stats is None else stats.centre(0, c))
+    HW = H * W
     if len(spec.norms) == 1:
-        a1, to_xhat1, ratio, _ = saved
-        v = columns(x, 0, x.shape[1], centre, memory.scratch(x.shape, G.dtype, like=G))
+        a1, to_xhat1, ratio, ranges, _ = saved
+        v = x if centre is None else memory.scratch(x.shape, G.dtype, like=G)
         E = memory.scratch((c, N, H, W), G.dtype, like=G)
-        a1.shifted_inputs(v, out=rows(E))
-        conv, _ = _conv(E.transpose(1, 0, 2, 3), a1.conv_weight(ws[2]), spec.padding)
-        dE, gw = conv.backward(dy)[:2]
-        gw1 = a1.weight_grad(gw)
-        a1.open(v, out=rows(E))                                         # E -> the ReLU's mask
-        xp.multiply(E, dE.transpose(1, 0, 2, 3), out=E)
-        sums1 = a1.gradients(rows(E), v)                                # E -> dL/dv
-        if first:
-            rows(G[:c])[...] = rows(E)
-        else:
-            Gc = rows(G[:c])
-            Gc += rows(E)
+
+        def inputs(i, lo, hi):                 # xhat again (training), and the convolution's input
+            if centre is not None:
+                columns(x[lo:hi], 0, R, (centre[0][lo:hi], centre[1][lo:hi]), v[lo:hi])
+            a1.rows(lo, hi).shifted_inputs(v[lo:hi], out=rows(E)[lo:hi])
+
+        parallel.parallel(inputs, parallel.split(c))
+        cw = a1.conv_weight(ws[2])
+
+        def images(i, lo, hi):                 # the convolution again, its backward, the ReLU's mask
+            conv, _ = _conv(E[:, lo:hi].transpose(1, 0, 2, 3), cw, spec.padding)
+            dE, gw = conv.backward(dy[lo:hi])[:2]
+            return gw, _masked(a1, v[:, lo * HW:hi * HW], E[:, lo:hi], dE)
+
+        gw_parts, sum_parts = zip(*parallel.parallel(images, ranges))
+        gw1 = a1.weight_grad(sum(gw_parts))
+        sums1 = a1.du_sums(tuple(sum(s_) for s_ in zip(*sum_parts)))
+        parallel.parallel(lambda i, lo, hi: _add_into(G, rows(E), a1, lo, hi, first), parallel.split(c))
         param_grads = ()
     else:
-        a1, to_xhat1, ratio, bhat, drop1, invstd2, a2, to_xhat2, conv2, _ = saved
-        dE2, gw2 = conv2.backward(dy)[:2]
+        a1, to_xhat1, ratio, bhat, drop1, invstd2, a2, to_xhat2, convs, ranges, _ = saved
         d2 = memory.scratch(bhat.shape, G.dtype, like=G)
-        a2.open(rows(bhat), out=rows(d2))                               # the ReLU's mask
-        xp.multiply(d2, dE2.transpose(1, 0, 2, 3), out=d2)
-        sums2 = a2.gradients(rows(d2), rows(bhat))                      # d2 -> dL/d(bn2's xhat), or dL/db in eval
-        if invstd2 is not None:                                         # d2 -> dL/db
-            statistics_backward(rows(d2), rows(bhat), invstd2, a2.dv_sums(sums2), N * H * W)
-        if drop1 is not None:
-            d2_nchw = d2.transpose(1, 0, 2, 3)
-            d2_nchw *= drop1
+        bh = rows(bhat)
+
+        def images(i, lo, hi):                 # conv2's backward, then the ReLU's mask
+            dE2, gw2 = convs[i].backward(dy[lo:hi])[:2]
+            return gw2, _masked(a2, bh[:, lo * HW:hi * HW], d2[:, lo:hi], dE2)
+
+        gw2_parts, sum_parts = zip(*parallel.parallel(images, ranges))
+        du2 = a2.du_sums(tuple(sum(s_) for s_ in zip(*sum_parts)))
+        dv2 = a2.dv_sums(du2)
+
+        def to_db(i, lo, hi):                  # dL/dbhat -> dL/db (through bn2's statistics), dropout's backward
+            d = rows(d2)[lo:hi]
+            a2.rows(lo, hi).to_dv(d)
+            if invstd2 is not None:
+                statistics_backward(d, bh[lo:hi], invstd2[lo:hi], (dv2[0][lo:hi], dv2[1][lo:hi]), R)
+            if drop1 is not None:
+                d2[lo:hi] *= drop1.transpose(1, 0, 2, 3)[lo:hi]
+
+        parallel.parallel(to_db, parallel.split(d2.shape[0]))
         gw1, *sums1 = conv1x1_backward(a1, x, ws[2], rows(d2), dv=rows(G[:c]), accumulate=not first, centre=centre)
-        param_grads = norm_grads(sums2, to_xhat2) + (a2.weight_grad(gw2),)
+        param_grads = norm_grads(du2, to_xhat2) + (a2.weight_grad(sum(gw2_parts)),)
     if totals is not None:   # this layer's sums of dL/dV and dL/dV * V, for the statistics' backward
         sum_d, sum_dv = a1.dv_sums(sums1)
         totals[0][:c] += sum_d
         totals[1][:c] += sum_dv if ratio is None else sum_dv * ratio * ratio
     return norm_grads(tuple(sums1), to_xhat1) + (gw1,) + param_grads
+
+
+def _masked(affine, v, out, d_inputs):
+    """out (C, n, H, W), a range of images of a channel-major array, <- dL/d(inputs) where the
+    ReLU was open and 0 elsewhere, from the convolution's d_inputs (n, C, H, W); v (C, n*H*W)
+    the same images of v. Returns the sums (sum out, sum out * v) per row, float64."""
+    xp = backend.get_array_module(v)
+    out_rows = out.reshape(out.shape[0], -1)              # a view: each row's images are consecutive
+    affine.open(v, out=out_rows)
+    xp.multiply(out, d_inputs.transpose(1, 0, 2, 3), out=out)
+    return out_rows.sum(axis=1, dtype=xp.float64), xp.einsum("cr,cr->c", out_rows, v).astype(xp.float64)
+
+
+def _add_into(G, d, affine, lo, hi, first):
+    """Rows lo..hi-1: d -> dL/dv (``ReluAffine.to_dv``), then into G (assigned if ``first``)."""
+    rows_d = d[lo:hi]
+    if not affine.folded:
+        rows_d *= affine.s[lo:hi].reshape(-1, 1)
+    if first:
+        rows(G)[lo:hi] = rows_d
+    else:
+        rows(G)[lo:hi] += rows_d
 
 
 def _per_layer(params, layers):

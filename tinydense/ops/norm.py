@@ -40,15 +40,42 @@ def _per_channel(v, ndim):
 
 def batch_statistics(x, axes, centred=None):
     """Per-channel mean and biased variance of ``x`` over ``axes`` (every axis but the
-    channel's), both summed in float64 and returned as float64 vectors, and x - mean
-    in x's dtype (written into ``centred`` if given). Two passes: the variance from
-    the centred values, as numerically it must be."""
+    channel's), both float64 vectors, and x - mean in x's dtype (written into ``centred``
+    if given). The mean is summed in float64; the variance, from the centred values as
+    numerically it must be, in float64 over partial sums of at most SQUARES_BLOCK
+    squares (the fused ops' (C, R) rows) or in float64 throughout (other layouts)."""
     xp = backend.get_array_module(x)
     count = math.prod(x.shape[a] for a in axes)
-    mean = x.sum(axis=axes, dtype=xp.float64, keepdims=True) / count
-    centred = xp.subtract(x, mean.astype(x.dtype), out=centred)
-    var = (centred * centred).sum(axis=axes, dtype=xp.float64) / count
-    return mean.reshape(-1), var, centred
+    letters = "abcdefgh"[:x.ndim]
+    channel = next(letters[i] for i in range(x.ndim) if i not in axes)
+    mean = xp.einsum(f"{letters}->{channel}", x, dtype=xp.float64) / count
+    shape = [1] * x.ndim
+    shape[letters.index(channel)] = -1
+    centred = xp.subtract(x, mean.astype(x.dtype).reshape(shape), out=centred)
+    if x.ndim == 2 and tuple(axes) == (1,):
+        var = _row_sums_of_squares(centred) / count
+    else:
+        var = (centred * centred).sum(axis=axes, dtype=xp.float64) / count
+    return mean, var, centred
+
+
+SQUARES_BLOCK = 1024
+
+
+def _row_sums_of_squares(a):
+    """sum over each row of a (C, R) of its squares: float64 over partial sums of
+    SQUARES_BLOCK values (a float32 sum of 1024 squares of centred values is good to
+    about 1e-7; no temporary of a's size)."""
+    xp = backend.get_array_module(a)
+    C, R = a.shape
+    whole = R - R % SQUARES_BLOCK
+    total = xp.zeros(C, dtype=xp.float64)
+    if whole:
+        blocks = a[:, :whole].reshape(C, -1, SQUARES_BLOCK)
+        total += xp.einsum("cbr,cbr->cb", blocks, blocks).sum(axis=1, dtype=xp.float64)
+    if whole < R:
+        total += xp.einsum("cr,cr->c", a[:, whole:], a[:, whole:])
+    return total
 
 
 def inverse_std(var, eps, dtype):
