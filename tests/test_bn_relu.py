@@ -40,29 +40,38 @@ def _run(op, x, w, b, cw, training, grad_seed=1):
     return y.numpy(), [t.grad for t in (xt, wt, bt, cwt)], (rm, rv)
 
 
-def plain(x, rm, rv, w, b, cw, training):
-    return F.conv2d(F.relu(F.batch_norm(x, rm, rv, w, b, training=training)), cw)
+def plain(pool):
+    def op(x, rm, rv, w, b, cw, training):
+        y = F.conv2d(F.relu(F.batch_norm(x, rm, rv, w, b, training=training)), cw)
+        return F.avg_pool2d(y, 2) if pool else y
+    return op
 
 
-def fused(x, rm, rv, w, b, cw, training):
-    return batch_norm_relu_conv1x1(x, rm, rv, w, b, cw, training=training)
+def fused(pool):
+    return lambda x, rm, rv, w, b, cw, training: batch_norm_relu_conv1x1(x, rm, rv, w, b, cw, training=training,
+                                                                         pool=pool)
 
 
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 4), c=st.integers(1, 5), h=st.integers(1, 4), w=st.integers(1, 5), o=st.integers(1, 4),
        training=st.booleans(), channel_major=st.booleans(), signs=st.sampled_from([None, -1, 0]),
-       seed=st.integers(0, 2 ** 16), chunk=st.sampled_from([4, bn_relu.CHUNK]))
-def test_batch_norm_relu_conv1x1_equals_the_three_ops(n, c, h, w, o, training, channel_major, signs, seed, chunk):
+       seed=st.integers(0, 2 ** 16), chunk=st.sampled_from([4, 16, bn_relu.CHUNK]), pool=st.booleans())
+def test_batch_norm_relu_conv1x1_equals_the_three_ops(n, c, h, w, o, training, channel_major, signs, seed, chunk,
+                                                      pool):
+    """... and with pool=True, the three ops and avg_pool2d(2) (which the op computes before the
+    matrix product); the columns in one pass or in several."""
+    if pool:
+        h, w = 2 * ((h + 1) // 2), 2 * ((w + 1) // 2)
     if training and n * h * w < 2:
         n = 2                                  # batch statistics need two values per channel
     shape = (n, c, h, w)
     sign = None if signs is None else np.where(np.arange(c) == 0, signs, 1.0)
     x, bw, bb = _inputs(shape, seed, channel_major, sign)
     cw = np.random.default_rng(seed + 1).standard_normal((o, c, 1, 1))
-    y0, g0, s0 = _run(plain, x, bw, bb, cw, training)
+    y0, g0, s0 = _run(plain(pool), x, bw, bb, cw, training)
     default_chunk, bn_relu.CHUNK = bn_relu.CHUNK, chunk      # the columns in one pass, or in several
     try:
-        y1, g1, s1 = _run(fused, x, bw, bb, cw, training)
+        y1, g1, s1 = _run(fused(pool), x, bw, bb, cw, training)
     finally:
         bn_relu.CHUNK = default_chunk
     np.testing.assert_allclose(y1, y0, **TOL)
@@ -122,6 +131,9 @@ def test_bad_input_names_the_shapes():
     with pytest.raises(ValueError, match=r"\(2, 3, 4, 4\) does not fit 1x1 conv weight of shape \(5, 2, 1, 1\)"):
         batch_norm_relu_conv1x1(td.tensor(x), None, None, td.tensor(w), td.tensor(b),
                                 td.tensor(np.ones((5, 2, 1, 1))), training=True)
+    with pytest.raises(ValueError, match=r"pool=True needs an even height and width, got input of shape \(2, 3, 3, 4\)"):
+        batch_norm_relu_conv1x1(td.tensor(x[:, :, :3]), None, None, td.tensor(w), td.tensor(b), cw, training=True,
+                                pool=True)
 
 
 # --- float32 far from zero: statistics summed in float64 ---------------------------------------

@@ -139,9 +139,20 @@ class ReluAffine:
 CHUNK = 8192
 
 
-def _chunks(lo, hi):
-    """lo..hi in pieces of at most CHUNK columns."""
-    return [(a, min(a + CHUNK, hi)) for a in range(lo, hi, CHUNK)]
+def _step(unit=1):
+    """Columns per chunk: about CHUNK, a multiple of ``unit``."""
+    return max(unit, CHUNK - CHUNK % unit)
+
+
+def _chunks(lo, hi, unit=1):
+    """lo..hi in pieces of ``_step(unit)`` columns (the last one shorter)."""
+    step = _step(unit)
+    return [(a, min(a + step, hi)) for a in range(lo, hi, step)]
+
+
+def _ranges(R, unit=1):
+    """The columns 0..R as one range per thread, each a multiple of ``unit`` columns."""
+    return [(lo * unit, hi * unit) for lo, hi in parallel.split(R // unit)]
 
 
 def columns(v, lo, hi, centre=None, scratch=None):
@@ -159,19 +170,51 @@ def _scratch(v, width):
     return memory.scratch((v.shape[0], min(width, v.shape[1])), v.dtype, like=v)
 
 
-def conv1x1_forward(affine, v, weight, out):
+def _pool(Z, width, out):
+    """out (C, r/4) <- the 2x2 averages of Z (C, r), whose columns are pairs of image rows
+    ``width`` wide: the order of AvgPool2d(2)'s sum (ops/pool.py), then times 1/4."""
+    xp = backend.get_array_module(Z)
+    C, r = Z.shape
+    taps = Z.reshape(C, r // (2 * width), 2, width // 2, 2)
+    pooled = out.reshape(C, r // (2 * width), width // 2)
+    xp.add(taps[:, :, 0, :, 0], taps[:, :, 0, :, 1], out=pooled)
+    pooled += taps[:, :, 1, :, 0]
+    pooled += taps[:, :, 1, :, 1]
+    pooled *= Z.dtype.type(0.25)
+    return out
+
+
+def _unpool(d, width, out):
+    """out (C, r) <- the gradient of ``_pool``: each of a window's 4 values gets d / 4."""
+    C, r = out.shape
+    taps = out.reshape(C, r // (2 * width), 2, width // 2, 2)
+    quarter = (d * d.dtype.type(0.25)).reshape(C, r // (2 * width), width // 2)
+    for a in (0, 1):
+        for b in (0, 1):
+            taps[:, :, a, :, b] = quarter
+    return out
+
+
+def conv1x1_forward(affine, v, weight, out, pool_width=None):
     """out (O, R) <- W @ relu(s*v + t) for the 1x1 ``weight`` (O, C, 1, 1), v (C, R); returns out.
-    The columns are shared among the threads (ops/parallel.py), CHUNK at a time."""
+    With ``pool_width`` (the images' width W; H and W even) the result is 2x2-average-pooled,
+    out (O, R/4): W @ pool(z), the same as pool(W @ z) since both are linear and act on
+    different axes, at a quarter of the matrix product. The columns are shared among the
+    threads (ops/parallel.py), CHUNK at a time."""
     xp = backend.get_array_module(v)
     A = affine.conv_weight(weight)[:, :, 0, 0]
     offset = column(A @ affine.c) if affine.folded else None
-    ranges = parallel.split(v.shape[1])
-    Z = [_scratch(v, CHUNK) for _ in ranges]
+    unit, q = (1, 1) if pool_width is None else (2 * pool_width, 4)
+    ranges = _ranges(v.shape[1], unit)
+    Z = [_scratch(v, _step(unit)) for _ in ranges]
+    P = [None if q == 1 else _scratch(v, _step(unit) // 4) for _ in ranges]
 
     def part(i, lo, hi):
-        for a, b in _chunks(lo, hi):
+        for a, b in _chunks(lo, hi, unit):
             Zc = affine.inputs(v[:, a:b], out=Z[i][:, :b - a])
-            yc = xp.matmul(A, Zc, out=out[:, a:b])
+            if q == 4:
+                Zc = _pool(Zc, pool_width, P[i][:, :(b - a) // 4])
+            yc = xp.matmul(A, Zc, out=out[:, a // q:b // q])
             if offset is not None:
                 yc -= offset
 
@@ -179,24 +222,30 @@ def conv1x1_forward(affine, v, weight, out):
     return out
 
 
-def conv1x1_backward(affine, v, weight, g, dv, accumulate=False, centre=None):
-    """Given g = dL/dy (O, R): writes dL/dv into ``dv`` (C, R), or adds it there with
-    ``accumulate``, and returns (dL/dW, sum dL/du, sum dL/du * v); Z is recomputed from v
-    (or from (v - mean) * invstd with ``centre``, as in ``conv1x1_forward``)."""
+def conv1x1_backward(affine, v, weight, g, dv, accumulate=False, centre=None, pool_width=None):
+    """Given g = dL/dy (O, R) (O, R/4 with ``pool_width``, as in ``conv1x1_forward``): writes
+    dL/dv into ``dv`` (C, R), or adds it there with ``accumulate``, and returns (dL/dW,
+    sum dL/du, sum dL/du * v); Z is recomputed from v (or from (v - mean) * invstd with ``centre``)."""
     xp = backend.get_array_module(v)
     A = affine.conv_weight(weight)[:, :, 0, 0]
-    ranges = parallel.split(v.shape[1])
-    scratch = [[_scratch(v, CHUNK) for _ in range(2 if centre is None else 3)] for _ in ranges]
+    unit, q = (1, 1) if pool_width is None else (2 * pool_width, 4)
+    ranges = _ranges(v.shape[1], unit)
+    scratch = [[_scratch(v, _step(unit)) for _ in range(2 if centre is None else 3)] for _ in ranges]
+    P = [None if q == 1 else _scratch(v, _step(unit) // 4) for _ in ranges]
 
     def part(i, lo, hi):
         Z, D, *V = scratch[i]
         gA = xp.zeros(A.shape, dtype=A.dtype)
         sum_d, sum_dv = (xp.zeros(v.shape[0]) for _ in range(2))        # float64 over the chunks
-        for a, b in _chunks(lo, hi):
+        for a, b in _chunks(lo, hi, unit):
             vc = columns(v, a, b, centre, V[0] if V else None)
-            Zc, gc = affine.inputs(vc, out=Z[:, :b - a]), g[:, a:b]
-            gA += gc @ Zc.T                                        # dL/dA = g Z^T  (O, C)
-            Dc = xp.matmul(A.T, gc, out=D[:, :b - a])              # dL/dZ
+            Zc, gc = affine.inputs(vc, out=Z[:, :b - a]), g[:, a // q:b // q]
+            if q == 1:
+                gA += gc @ Zc.T                                    # dL/dA = g Z^T  (O, C)
+                Dc = xp.matmul(A.T, gc, out=D[:, :b - a])          # dL/dZ
+            else:                                                  # the same through the pooling
+                gA += gc @ _pool(Zc, pool_width, P[i][:, :(b - a) // 4]).T
+                Dc = _unpool(xp.matmul(A.T, gc, out=P[i][:, :(b - a) // 4]), pool_width, D[:, :b - a])
             Dc *= xp.greater(Zc, column(affine.c), out=Zc)         # Z > c: where the ReLU was open
             sum_d += Dc.sum(axis=1)
             sum_dv += xp.einsum("cr,cr->c", Dc, vc)
@@ -276,7 +325,7 @@ class BatchNormReLUConv1x1(Function):
     """
 
     def forward(self, x, bn_weight, bn_bias, conv_weight, running_mean=None, running_var=None,
-                training=False, momentum=0.1, eps=1e-5):
+                training=False, momentum=0.1, eps=1e-5, pool=False):
         N, C, H, W = x.shape
         with parallel.own_threads(x):
             xr = rows(channel_major(x))
@@ -289,8 +338,9 @@ class BatchNormReLUConv1x1(Function):
                 centre = (mean.astype(x.dtype), invstd)
             s, t, to_xhat = affine_for(bn_weight, bn_bias, running_mean, running_var, eps, training)
             affine = ReluAffine(s, t)
-            y = memory.empty((conv_weight.shape[0], N, H, W), x.dtype, like=x)
-            conv1x1_forward(affine, v, conv_weight, out=rows(y))
+            self.pool_width = W if pool else None
+            y = memory.empty((conv_weight.shape[0], N) + ((H // 2, W // 2) if pool else (H, W)), x.dtype, like=x)
+            conv1x1_forward(affine, v, conv_weight, out=rows(y), pool_width=self.pool_width)
         if is_grad_enabled() and any(self.needs_grad):
             self.x, self.conv_weight, self.affine, self.centre, self.to_xhat = x, conv_weight, affine, centre, to_xhat
         return y.transpose(1, 0, 2, 3)
@@ -302,11 +352,11 @@ class BatchNormReLUConv1x1(Function):
             xr = rows(channel_major(x))
             dx = memory.scratch((C, N, H, W), x.dtype, like=x)      # passed on, not kept
             gw, *sums = conv1x1_backward(self.affine, xr, self.conv_weight, rows(channel_major(g)), dv=rows(dx),
-                                         centre=centre)
+                                         centre=centre, pool_width=self.pool_width)
             if centre is not None:      # dx holds dL/dxhat: through the batch statistics, chunk by chunk
                 dv_sums = self.affine.dv_sums(sums)
                 ranges = parallel.split(xr.shape[1])
-                V = [_scratch(xr, CHUNK) for _ in ranges]
+                V = [_scratch(xr, _step()) for _ in ranges]
 
                 def part(i, lo, hi):
                     for a, b in _chunks(lo, hi):
@@ -319,10 +369,11 @@ class BatchNormReLUConv1x1(Function):
 
 
 def batch_norm_relu_conv1x1(x, running_mean, running_var, bn_weight, bn_bias, conv_weight, training=False,
-                            momentum=0.1, eps=1e-5):
+                            momentum=0.1, eps=1e-5, pool=False):
     """conv2d(relu(batch_norm(x, ...)), conv_weight) for a 1x1 conv_weight (O, C, 1, 1) without
     bias, storing nothing of x's size for backward (``BatchNormReLUConv1x1``); the output is
-    laid out channel-major. Arguments as ``tinydense.functional.batch_norm`` (weight and bias required)."""
+    laid out channel-major. Arguments as ``tinydense.functional.batch_norm`` (weight and bias
+    required). ``pool``: followed by avg_pool2d(2) (H and W even): a transition without dropout."""
     data = x.data if isinstance(x, Tensor) else x
     check_batch_norm_args("batch_norm_relu_conv1x1", data.shape, running_mean, running_var, bn_weight, bn_bias,
                           training, momentum)
@@ -331,5 +382,9 @@ def batch_norm_relu_conv1x1(x, running_mean, running_var, bn_weight, bn_bias, co
     if data.ndim != 4 or conv_weight.shape[1:] != (data.shape[1], 1, 1):
         raise ValueError(f"batch_norm_relu_conv1x1: input of shape {tuple(data.shape)} does not fit "
                          f"1x1 conv weight of shape {tuple(conv_weight.shape)}")
+    if pool and (data.shape[2] % 2 or data.shape[3] % 2):
+        raise ValueError(f"batch_norm_relu_conv1x1: pool=True needs an even height and width, "
+                         f"got input of shape {tuple(data.shape)}")
     return BatchNormReLUConv1x1.apply(x, bn_weight, bn_bias, conv_weight, running_mean=running_mean,
-                                      running_var=running_var, training=training, momentum=momentum, eps=eps)
+                                      running_var=running_var, training=training, momentum=momentum, eps=eps,
+                                      pool=pool)

@@ -78,10 +78,10 @@ def op_cases(seed=0) -> list:
             c += 2
         return (lambda x, *params: dense_block(x, params, layers, training=training)), tuple(inputs)
 
-    def bn_relu_conv1x1(training):
+    def bn_relu_conv1x1(training, pool=False):
         stats = (bn_stats[0].copy(), bn_stats[1].copy()) if training else (np.array([0.1, -0.2, 0.3]),
                                                                            np.array([0.5, 1.0, 2.0]))
-        return lambda x, w, b, cw: batch_norm_relu_conv1x1(x, *stats, w, b, cw, training=training)
+        return lambda x, w, b, cw: batch_norm_relu_conv1x1(x, *stats, w, b, cw, training=training, pool=pool)
 
     negative_first = positive(3) * np.array([-1, 1, 1])      # one scale < 0: the unfolded path
     return [
@@ -135,6 +135,8 @@ def op_cases(seed=0) -> list:
                (normal(2, 3, 3, 3), positive(3), normal(3), normal(4, 3, 1, 1))),
         OpCase("batch_norm_relu_conv1x1 (eval, a negative scale)", bn_relu_conv1x1(False),
                (normal(2, 3, 3, 3), negative_first, normal(3), normal(4, 3, 1, 1))),
+        OpCase("batch_norm_relu_conv1x1, avg_pool2d 2x2 (training)", bn_relu_conv1x1(True, pool=True),
+               (normal(2, 3, 4, 4), positive(3), normal(3), normal(4, 3, 1, 1))),
         OpCase("dense_block (bottleneck, training, dropout)", *dense_block_case(True, True, 0.3)),
         OpCase("dense_block (bottleneck, eval)", *dense_block_case(True, False, 0.0)),
         OpCase("dense_block (basic, training)", *dense_block_case(False, True, 0.0)),
