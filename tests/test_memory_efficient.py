@@ -134,6 +134,12 @@ def test_the_number_of_threads_changes_nothing_but_rounding(threads, monkeypatch
         assert_same_results(plain, train_steps(build(kind, True, drop_rate), training, 8, batch=2))
 
 
+def test_blas_gets_its_threads_back():
+    before = parallel.threads()
+    train_steps(build("DenseNet-BC", True), True, 8, steps=1)
+    assert parallel.threads() == before
+
+
 def test_two_forwards_before_one_backward():
     """The pool must not hand the first graph's buffers to the second forward."""
     results = []

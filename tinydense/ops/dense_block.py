@@ -80,15 +80,6 @@ def _conv(x, weight, padding):
     return op, op.forward(x, weight, padding=padding)
 
 
-def _dropout(a, p, training):
-    """Inverted dropout on ``a`` in place (ops/dropout.py's masks); returns the scale to keep, or None."""
-    if not training or p == 0:
-        return None
-    scale = keep_scale(a, p)
-    a *= scale
-    return scale
-
-
 class _Statistics:
     """Training: the batch mean, variance and 1/std of every channel of the block, made
     once when the channel is written; forward writes each channel's xhat into V."""
