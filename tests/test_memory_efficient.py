@@ -134,6 +134,24 @@ def test_the_number_of_threads_changes_nothing_but_rounding(threads, monkeypatch
         assert_same_results(plain, train_steps(build(kind, True, drop_rate), training, 8, batch=2))
 
 
+def _a_fused_step():
+    train_steps(build("DenseNet-BC", True), True, 8, steps=1)
+
+
+def test_a_forked_process_can_still_train(monkeypatch):
+    """The fused ops' worker threads do not survive a fork; the child must make its own."""
+    import multiprocessing
+    monkeypatch.setattr(parallel, "threads", lambda like=None: 2)
+    _a_fused_step()                                  # the parent's pool of worker threads exists now
+    child = multiprocessing.get_context("fork").Process(target=_a_fused_step)
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():                             # it hung waiting for threads it does not have
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+
+
 def test_blas_gets_its_threads_back():
     before = parallel.threads()
     train_steps(build("DenseNet-BC", True), True, 8, steps=1)

@@ -20,6 +20,7 @@ arrays made beforehand.
 from __future__ import annotations
 
 import contextlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,6 +33,8 @@ except ImportError:              # then everything runs in the calling thread
 _blas = []                       # [threadpoolctl's controller of the BLAS libraries], made once
 _workers = {}                    # thread count -> ThreadPoolExecutor
 _active = [1]                    # parts per phase inside ``own_threads``
+if hasattr(os, "register_at_fork"):   # a forked child has none of the parent's threads: new pools
+    os.register_at_fork(after_in_child=_workers.clear)
 
 
 def _blas_libraries():
