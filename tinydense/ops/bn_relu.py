@@ -10,8 +10,8 @@ y = W @ z with W (O, C). The op is
     z = relu(s * v + t)          per row: s, t (C,) are batch norm's affine map
     y = W @ z                    (or a k x k convolution of z, ops/conv.py)
 
-written for v = xhat (training: s = weight, t = bias) or v = x (eval: the
-running statistics folded into s and t).
+written for v = x - mean, the centred input (training: s = weight / std,
+t = bias), or v = x (eval: the running statistics folded into s and t).
 
 The fold. When every s > 0 (batch norm's weight starts at 1 and stays positive
 in practice), relu(s*v + t) = s * (max(v, c) - c) with c = -t / s, so
@@ -23,10 +23,10 @@ matrix product; the last term is one vector per output channel. In backward
 the same Z = max(v, c) serves the weight gradient, and Z > c is the ReLU's mask.
 If some s <= 0 the op simply computes z = relu(s*v + t) (three passes).
 Rounding: (W s) @ Z and (W s) @ c are sums of the terms W s v and W t, so the
-fold rounds as forming s*v + t does; for v = xhat (centred) these are O(1).
+fold rounds as forming s*v + t does; for centred v these are O(1).
 
-Nothing of v's size is stored: v is kept by the caller anyway (a dense
-block's feature buffer), and backward rebuilds Z from it. Scratch arrays come
+Nothing of v's size is stored: backward rebuilds v and Z from x, which the
+caller keeps anyway (a dense block's feature buffer). Scratch arrays come
 from the pool in tinydense/memory.py, so a few of them serve every layer.
 """
 from __future__ import annotations
@@ -155,15 +155,12 @@ def _ranges(R, unit=1):
     return [(lo * unit, hi * unit) for lo, hi in parallel.split(R // unit)]
 
 
-def columns(v, lo, hi, centre=None, scratch=None):
-    """Columns lo..hi of v (C, R), or of xhat = (v - mean) * invstd, written into ``scratch``,
-    if ``centre`` = (mean, invstd) (in v's dtype) is given."""
-    if centre is None:
+def columns(v, lo, hi, mean=None, scratch=None):
+    """Columns lo..hi of v (C, R), or of v - mean, written into ``scratch``, if ``mean``
+    (per row, in v's dtype) is given."""
+    if mean is None:
         return v[:, lo:hi]
-    xp = backend.get_array_module(v)
-    out = xp.subtract(v[:, lo:hi], column(centre[0]), out=scratch[:, :hi - lo])
-    out *= column(centre[1])
-    return out
+    return backend.get_array_module(v).subtract(v[:, lo:hi], column(mean), out=scratch[:, :hi - lo])
 
 
 def _scratch(v, width):
@@ -222,15 +219,16 @@ def conv1x1_forward(affine, v, weight, out, pool_width=None):
     return out
 
 
-def conv1x1_backward(affine, v, weight, g, dv, accumulate=False, centre=None, pool_width=None):
+def conv1x1_backward(affine, v, weight, g, dv, accumulate=False, mean=None, pool_width=None):
     """Given g = dL/dy (O, R) (O, R/4 with ``pool_width``, as in ``conv1x1_forward``): writes
     dL/dv into ``dv`` (C, R), or adds it there with ``accumulate``, and returns (dL/dW,
-    sum dL/du, sum dL/du * v); Z is recomputed from v (or from (v - mean) * invstd with ``centre``)."""
+    sum dL/du, sum dL/du * v); Z is recomputed from v, or from v - mean (the rows' means in v's
+    dtype) if ``mean`` is given."""
     xp = backend.get_array_module(v)
     A = affine.conv_weight(weight)[:, :, 0, 0]
     unit, q = (1, 1) if pool_width is None else (2 * pool_width, 4)
     ranges = _ranges(v.shape[1], unit)
-    scratch = [[_scratch(v, _step(unit)) for _ in range(2 if centre is None else 3)] for _ in ranges]
+    scratch = [[_scratch(v, _step(unit)) for _ in range(2 if mean is None else 3)] for _ in ranges]
     P = [None if q == 1 else _scratch(v, _step(unit) // 4) for _ in ranges]
 
     def part(i, lo, hi):
@@ -238,7 +236,7 @@ def conv1x1_backward(affine, v, weight, g, dv, accumulate=False, centre=None, po
         gA = xp.zeros(A.shape, dtype=A.dtype)
         sum_d, sum_dv = (xp.zeros(v.shape[0]) for _ in range(2))        # float64 over the chunks
         for a, b in _chunks(lo, hi, unit):
-            vc = columns(v, a, b, centre, V[0] if V else None)
+            vc = columns(v, a, b, mean, V[0] if V else None)
             Zc, gc = affine.inputs(vc, out=Z[:, :b - a]), g[:, a // q:b // q]
             if q == 1:
                 gA += gc @ Zc.T                                    # dL/dA = g Z^T  (O, C)
@@ -263,44 +261,47 @@ def conv1x1_backward(affine, v, weight, g, dv, accumulate=False, centre=None, po
     return (gw,) + affine.du_sums((sum_d, sum_dv))
 
 
-def statistics_backward(dxhat, xhat, invstd, sums, count):
-    """dL/dx of xhat = (x - mean) * invstd with batch statistics, per row of (C, R) arrays:
-    invstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) (ops/norm.py's formula).
-    ``sums`` = (sum dxhat, sum dxhat * xhat) per row over the whole batch (``count`` values;
-    ``dxhat`` may be some of its columns). Written over ``dxhat`` in place; ``xhat`` is destroyed."""
-    sum_d, sum_dx = sums
-    xhat *= column((sum_dx / count).astype(dxhat.dtype))
-    dxhat -= xhat
-    dxhat -= column((sum_d / count).astype(dxhat.dtype))
-    dxhat *= column(invstd)
-    return dxhat
+def statistics_backward(d, v, sums, count):
+    """dL/dx of batch norms that normalise x with its batch statistics, per row of (C, R) arrays,
+    from d = dL/dv, v = x - mean the centred input:
+
+        dL/dx = d - mean(d) - v * sum_l invstd_l^2 mean(d_l * v)
+
+    (ops/norm.py's invstd * (g - mean(g) - xhat * mean(g * xhat)) with xhat = v * invstd,
+    summed over the batch norms l that read x, each with its own invstd; d = sum_l d_l).
+    ``sums`` = (sum d, sum_l invstd_l^2 sum d_l * v) per row over the whole batch (``count``
+    values; ``d`` may be some of its columns). Written over ``d`` in place; ``v`` is destroyed."""
+    sum_d, sum_dv = sums
+    v *= column((sum_dv / count).astype(d.dtype))
+    d -= v
+    d -= column((sum_d / count).astype(d.dtype))
+    return d
 
 
-def normalise(x, eps, out):
-    """Per-row batch statistics of x (C, R) and xhat = (x - mean) * invstd written into
-    ``out``; returns (mean, var, invstd): float64, float64, x's dtype. In this thread."""
-    mean, var, centred = batch_statistics(x, (1,), centred=out)
-    invstd = inverse_std(var, eps, x.dtype)
-    centred *= column(invstd)
-    return mean, var, invstd
+def centred(x, out):
+    """Per-row batch mean and biased variance of x (C, R) (float64) and x - mean written into
+    ``out``; returns (mean, var). In the calling thread."""
+    mean, var, _ = batch_statistics(x, (1,), centred=out)
+    return mean, var
 
 
-def normalise_rows(x, eps, out):
-    """``normalise``, the rows shared among the threads."""
+def centred_rows(x, out):
+    """``centred``, the rows shared among the threads."""
     xp = backend.get_array_module(x)
-    parts = parallel.parallel(lambda i, lo, hi: normalise(x[lo:hi], eps, out[lo:hi]), parallel.split(x.shape[0]))
+    parts = parallel.parallel(lambda i, lo, hi: centred(x[lo:hi], out[lo:hi]), parallel.split(x.shape[0]))
     return tuple(xp.concatenate(values) for values in zip(*parts))
 
 
-def affine_for(weight, bias, running_mean, running_var, eps, training, ratio=None):
+def affine_for(weight, bias, running_mean, running_var, eps, training, var=None):
     """(s, t, to_xhat) of relu(s*v + t) = relu(bn(x)):
 
-    training: v = xhat (of the batch), s = weight * ratio, t = bias, where ``ratio`` (or None
-              for 1) rescales a shared xhat made with another eps (ops/dense_block.py);
+    training: v = x - mean (the batch's), s = weight * invstd, invstd = 1/sqrt(var + eps) from the
+              batch variance ``var``, t = bias;
     eval:     v = x, the running statistics folded in: s = weight * invstd, t = bias - mean * s.
-    ``to_xhat`` = (centre, factor) with batch norm's xhat = (v - centre) * factor, or None if xhat = v."""
+    ``to_xhat`` = (centre, invstd): batch norm's xhat = (v - centre) * invstd."""
     if training:
-        return (weight if ratio is None else weight * ratio), bias, (None if ratio is None else (0, ratio))
+        invstd = inverse_std(var, eps, weight.dtype)
+        return weight * invstd, bias, (0, invstd)
     invstd = inverse_std(running_var, eps, weight.dtype)
     mean = running_mean.astype(weight.dtype)
     s = weight * invstd
@@ -310,10 +311,8 @@ def affine_for(weight, bias, running_mean, running_var, eps, training, ratio=Non
 def norm_grads(sums, to_xhat):
     """Batch norm's (dweight, dbias) from (sum dL/du, sum dL/du * v), u = s*v + t (``affine_for``)."""
     sum_g, sum_gv = sums
-    if to_xhat is None:
-        return sum_gv, sum_g
-    centre, factor = to_xhat
-    return (sum_gv - centre * sum_g) * factor, sum_g
+    centre, invstd = to_xhat
+    return (sum_gv - centre * sum_g) * invstd, sum_g
 
 
 class BatchNormReLUConv1x1(Function):
@@ -329,39 +328,40 @@ class BatchNormReLUConv1x1(Function):
         N, C, H, W = x.shape
         with parallel.own_threads(x):
             xr = rows(channel_major(x))
-            v, centre = xr, None
-            if training:     # xhat, for now (backward makes it again, a chunk at a time)
+            v, mean, var = xr, None, None
+            if training:     # x - mean, for now (backward makes it again, a chunk at a time)
                 v = memory.scratch(xr.shape, x.dtype, like=x)
-                mean, var, invstd = normalise_rows(xr, eps, out=v)
+                mean, var = centred_rows(xr, out=v)
                 if running_mean is not None:
                     update_running_statistics(running_mean, running_var, mean, var, xr.shape[1], momentum)
-                centre = (mean.astype(x.dtype), invstd)
-            s, t, to_xhat = affine_for(bn_weight, bn_bias, running_mean, running_var, eps, training)
+                mean = mean.astype(x.dtype)
+            s, t, to_xhat = affine_for(bn_weight, bn_bias, running_mean, running_var, eps, training, var)
             affine = ReluAffine(s, t)
             self.pool_width = W if pool else None
             y = memory.empty((conv_weight.shape[0], N) + ((H // 2, W // 2) if pool else (H, W)), x.dtype, like=x)
             conv1x1_forward(affine, v, conv_weight, out=rows(y), pool_width=self.pool_width)
         if is_grad_enabled() and any(self.needs_grad):
-            self.x, self.conv_weight, self.affine, self.centre, self.to_xhat = x, conv_weight, affine, centre, to_xhat
+            self.x, self.conv_weight, self.affine, self.mean, self.to_xhat = x, conv_weight, affine, mean, to_xhat
         return y.transpose(1, 0, 2, 3)
 
     def backward(self, g):
-        x, centre = self.x, self.centre
+        x, mean = self.x, self.mean
         N, C, H, W = x.shape
         with parallel.own_threads(x):
             xr = rows(channel_major(x))
             dx = memory.scratch((C, N, H, W), x.dtype, like=x)      # passed on, not kept
             gw, *sums = conv1x1_backward(self.affine, xr, self.conv_weight, rows(channel_major(g)), dv=rows(dx),
-                                         centre=centre, pool_width=self.pool_width)
-            if centre is not None:      # dx holds dL/dxhat: through the batch statistics, chunk by chunk
-                dv_sums = self.affine.dv_sums(sums)
+                                         mean=mean, pool_width=self.pool_width)
+            if mean is not None:        # dx holds dL/dv, v = x - mean: through the batch statistics
+                sum_d, sum_dv = self.affine.dv_sums(sums)
+                invstd = self.to_xhat[1]
                 ranges = parallel.split(xr.shape[1])
                 V = [_scratch(xr, _step()) for _ in ranges]
 
                 def part(i, lo, hi):
                     for a, b in _chunks(lo, hi):
-                        statistics_backward(rows(dx)[:, a:b], columns(xr, a, b, centre, V[i]), centre[1], dv_sums,
-                                            xr.shape[1])
+                        statistics_backward(rows(dx)[:, a:b], columns(xr, a, b, mean, V[i]),
+                                            (sum_d, invstd * invstd * sum_dv), xr.shape[1])
 
                 parallel.parallel(part, ranges)
         gweight, gbias = norm_grads(sums, self.to_xhat)

@@ -11,26 +11,25 @@ depth, and faster:
   X is the block's output.
 - Batch statistics ONCE per channel. Every layer that reads channel j in
   training normalises it with the same batch mean and variance (same batch,
-  same values), so the block computes them when the channel is written and
-  keeps xhat_j = (x_j - mean_j) / std_j in a second buffer V. What differs
-  from layer to layer is only batch norm's affine map (weight, bias), which
-  ops/bn_relu.py folds into the 1x1 convolution: one elementwise pass over
-  the c_l channels per layer forward (scale, shift and clamp in one max).
-  And because xhat is shared, the gradient with respect to it can be summed
-  over all layers in one buffer G and taken through the statistics once per
-  channel (the per-layer terms of that step are per-channel sums, added up
-  as vectors; a layer whose batch norm has another eps sees xhat times a
-  per-channel ratio).
+  same values), so the block computes them when the channel is written.
+  What differs from layer to layer is batch norm's affine map (weight, bias,
+  and its eps), which ops/bn_relu.py folds into the 1x1 convolution: with
+  v = x - mean, relu(bn(x)) = relu(s v + t), s = weight / sqrt(var + eps),
+  t = bias, costs one elementwise pass over the c_l channels per layer
+  forward (scale, shift and clamp in one max). And because v is shared, the
+  gradients with respect to it can be summed over all layers in one buffer
+  G and taken through the statistics once per channel (the per-layer terms
+  of that step are per-channel sums, added up as vectors).
 - Backward is this op's own loop over the layers in reverse. When it reaches
   layer l, G already holds everything the later layers sent to layer l's
   channels; layer l's gradient is G's slot (through the statistics) plus what
-  the block's output got there. relu(bn(.)) of the concatenation is
-  recomputed from V, never stored. G belongs to this backward alone: no
+  the block's output got there. v and relu(bn(.)) of the concatenation are
+  recomputed from X, never stored. G belongs to this backward alone: no
   gradient passes between ops except through their return values.
 
-Per layer the op keeps the bottleneck's output (4k channels, normalised in
-place: bn2's xhat), the 3x3 convolution's own copy of its input (ops/conv.py)
-and dropout masks: linear in depth. A layer without bottleneck (DenseNet,
+Per layer the op keeps the bottleneck's output (4k channels, centred in
+place), the 3x3 convolution's own copy of its input (ops/conv.py) and dropout
+masks: linear in depth. A layer without bottleneck (DenseNet,
 DenseNet-C) runs its 3x3 convolution on the c_l-channel concatenation; that
 convolution's copy of its input would grow with depth, so it is dropped and
 the convolution's forward is run again in backward.
@@ -39,8 +38,9 @@ The convolutions with k x k kernels are ops/conv.py's ``Conv2d``, whose forward
 this op runs and whose backward it calls from its own: not through autograd,
 because a recorded graph would keep the convolution's input alive, and that
 input is a scratch array. The 1x1 convolutions are one matrix product each
-over the channel-major rows (ops/bn_relu.py). In eval mode V is X itself and
-each layer folds its running statistics into its affine map.
+over the channel-major rows (ops/bn_relu.py). In eval mode v is x itself and
+each layer folds its running statistics into its affine map. Every phase of a
+layer shares its work among threads (ops/parallel.py).
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ from typing import NamedTuple
 from .. import backend, memory
 from ..autograd import Function, Tensor, is_grad_enabled
 from . import parallel
-from .bn_relu import (ReluAffine, affine_for, columns, conv1x1_backward, conv1x1_forward, norm_grads, normalise,
-                      normalise_rows, rows, statistics_backward)
+from .bn_relu import (ReluAffine, affine_for, centred, centred_rows, columns, conv1x1_backward, conv1x1_forward,
+                      norm_grads, rows, statistics_backward)
 from .conv import Conv2d
 from .dropout import keep_scale
 from .norm import check_batch_norm_args, update_running_statistics
@@ -81,31 +81,20 @@ def _conv(x, weight, padding):
 
 
 class _Statistics:
-    """Training: the batch mean, variance and 1/std of every channel of the block, made
-    once when the channel is written; forward writes each channel's xhat into V."""
+    """Training: the batch mean and variance of every channel of the block, made once when the
+    channel is written; forward writes each channel's centred values x - mean into V."""
 
-    def __init__(self, channels, eps, xp, dtype):
-        self.eps = eps          # V's xhat is made with this eps (the first layer's)
+    def __init__(self, channels, xp):
         self.mean = xp.empty(channels, dtype=xp.float64)
         self.var = xp.empty(channels, dtype=xp.float64)
-        self.invstd = xp.empty(channels, dtype=dtype)
 
-    def normalise(self, X, V, lo, hi):
-        self.mean[lo:hi], self.var[lo:hi], self.invstd[lo:hi] = normalise_rows(rows(X[lo:hi]), self.eps,
-                                                                               out=rows(V[lo:hi]))
+    def centre(self, X, V, lo, hi):
+        self.mean[lo:hi], self.var[lo:hi] = centred_rows(rows(X[lo:hi]), out=rows(V[lo:hi]))
 
-    def centre(self, lo, hi):
-        """(mean, invstd) of channels lo..hi-1 in the data's dtype: xhat = (x - mean) * invstd,
-        exactly as ``normalise`` made it (bn_relu.columns rebuilds it from X)."""
-        return self.mean[lo:hi].astype(self.invstd.dtype), self.invstd[lo:hi]
-
-    def ratio(self, channels, eps):
-        """xhat made with ``eps`` as a multiple of V's, per channel (None: the same eps)."""
-        if eps == self.eps:
-            return None
-        var = self.var[:channels]
-        xp = backend.get_array_module(var)
-        return xp.sqrt((var + self.eps) / (var + eps)).astype(self.invstd.dtype)
+    def mean_of(self, lo, hi, dtype):
+        """The means of channels lo..hi-1 in the data's dtype: x - mean exactly as ``centre``
+        made it (bn_relu.columns rebuilds it from X)."""
+        return self.mean[lo:hi].astype(dtype)
 
 
 class FusedDenseBlock(Function):
@@ -123,15 +112,15 @@ class FusedDenseBlock(Function):
             X = memory.empty((ends[-1], N, H, W), x.dtype, like=x)
             X[:k0] = x.transpose(1, 0, 2, 3)
             V, stats = X, None
-            if training:      # xhat, for this forward only: backward rebuilds it from X, a chunk at a time
+            if training:      # x - mean, for this forward only: backward rebuilds it from X, a chunk at a time
                 V = memory.scratch(X.shape, x.dtype, like=x)
-                stats = _Statistics(ends[-1], layers[0].norms[0].eps, xp, x.dtype)
-                stats.normalise(X, V, 0, k0)
+                stats = _Statistics(ends[-1], xp)
+                stats.centre(X, V, 0, k0)
             saved = []
             for i, (spec, ws) in enumerate(zip(layers, weights)):
                 saved.append(_layer_forward(X, V, ends[i], spec, ws, stats, keep))
                 if stats is not None:
-                    stats.normalise(X, V, ends[i], ends[i + 1])
+                    stats.centre(X, V, ends[i], ends[i + 1])
         if keep:
             self.X, self.stats, self.layers, self.weights, self.saved, self.ends = X, stats, layers, weights, saved, ends
         return X.transpose(1, 0, 2, 3)
@@ -141,7 +130,7 @@ class FusedDenseBlock(Function):
         xp = backend.get_array_module(g)
         with parallel.own_threads(g):
             G = memory.scratch(X.shape, X.dtype, like=X)    # dL/dV, summed over every layer that reads a channel
-            # per channel, over those layers: sum of dL/dV and of ratio^2 * dL/dV * V (statistics_backward's terms)
+            # per channel, over those layers l: sum of dL/dV and of invstd_l^2 dL/dV V (statistics_backward's)
             totals = None if stats is None else (xp.zeros(X.shape[0]), xp.zeros(X.shape[0]))
             grads = []
             for i in reversed(range(len(self.layers))):
@@ -162,13 +151,13 @@ class FusedDenseBlock(Function):
         plus what the block's output received there. The channels shared among the threads."""
         R = G[lo:hi].size // (hi - lo)
         ranges = parallel.split(hi - lo)
-        xhat = [memory.scratch((b - a, R), G.dtype, like=G) for a, b in ranges] if totals is not None else None
+        scratch = [memory.scratch((b - a, R), G.dtype, like=G) for a, b in ranges] if totals is not None else None
 
         def part(i, a, b):
             a, b = lo + a, lo + b
             if totals is not None:
-                v = columns(rows(self.X[a:b]), 0, R, self.stats.centre(a, b), xhat[i])
-                statistics_backward(rows(G[a:b]), v, self.stats.invstd[a:b], (totals[0][a:b], totals[1][a:b]), R)
+                v = columns(rows(self.X[a:b]), 0, R, self.stats.mean_of(a, b, G.dtype), scratch[i])
+                statistics_backward(rows(G[a:b]), v, (totals[0][a:b], totals[1][a:b]), R)
             G[a:b] += g[:, a:b].transpose(1, 0, 2, 3)
 
         parallel.parallel(part, ranges)
@@ -186,8 +175,8 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
     if training:   # the batch statistics are the block's, made when the channels were written
         update_running_statistics(norm1.running_mean, norm1.running_var, stats.mean[:c], stats.var[:c], R,
                                   norm1.momentum)
-    ratio = stats.ratio(c, norm1.eps) if training else None
-    s, t, to_xhat1 = affine_for(w1, b1, norm1.running_mean, norm1.running_var, norm1.eps, training, ratio)
+    s, t, to_xhat1 = affine_for(w1, b1, norm1.running_mean, norm1.running_var, norm1.eps, training,
+                                stats.var[:c] if training else None)
     a1, v = ReluAffine(s, t), rows(V[:c])
     if len(spec.norms) == 1:          # BN-ReLU-Conv kxk on the concatenation
         E = memory.scratch((c, N, H, W), X.dtype, like=X)
@@ -195,30 +184,33 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
                           parallel.split(c))
         # the convolution is not kept (its copy of E grows with depth): backward runs it again
         y, _, ranges, drop2 = _images_conv(E, a1.conv_weight(cw1), spec.padding, spec.drop_rate, training)
-        layer = (a1, to_xhat1, ratio, ranges)
+        layer = (a1, to_xhat1, ranges)
     else:                             # BN-ReLU-Conv1x1 (fused), BN-ReLU-Conv3x3
         norm2, (w2, b2, cw2) = spec.norms[1], ws[3:]
         b = memory.empty((cw1.shape[0], N, H, W), X.dtype, like=X)
         conv1x1_forward(a1, v, cw1, out=rows(b))
         drop1 = _drop_scale(b.transpose(1, 0, 2, 3), spec.drop_rate, training)
-        s2, t2, to_xhat2 = affine_for(w2, b2, norm2.running_mean, norm2.running_var, norm2.eps, training)
-        a2 = ReluAffine(s2, t2)
+        folded2 = bool((w2 > 0).all())      # s2 = w2 * invstd2 > 0 where w2 > 0: known before the statistics
         E = memory.scratch(b.shape, X.dtype, like=X)
 
-        def bn2(i, lo, hi):           # channels lo..hi-1 of b: dropout, bn2's xhat (in place), conv2's input
+        def bn2(i, lo, hi):           # channels lo..hi-1 of b: dropout, centred in place (training), conv2's input
             if drop1 is not None:
                 b[lo:hi] *= drop1.transpose(1, 0, 2, 3)[lo:hi]
-            stats2 = normalise(rows(b)[lo:hi], norm2.eps, out=rows(b)[lo:hi]) if training else None
-            a2.rows(lo, hi).shifted_inputs(rows(b)[lo:hi], out=rows(E)[lo:hi])
+            stats2 = centred(rows(b)[lo:hi], out=rows(b)[lo:hi]) if training else (None, None)
+            s2, t2, _ = affine_for(w2[lo:hi], b2[lo:hi], norm2.running_mean[lo:hi], norm2.running_var[lo:hi],
+                                   norm2.eps, training, stats2[1])
+            ReluAffine(s2, t2, folded2).shifted_inputs(rows(b)[lo:hi], out=rows(E)[lo:hi])
             return stats2
 
         parts = parallel.parallel(bn2, parallel.split(b.shape[0]))
-        invstd2 = None
+        var2 = None
         if training:
-            mean2, var2, invstd2 = (backend.get_array_module(b).concatenate(v) for v in zip(*parts))
+            mean2, var2 = (backend.get_array_module(b).concatenate(v) for v in zip(*parts))
             update_running_statistics(norm2.running_mean, norm2.running_var, mean2, var2, R, norm2.momentum)
+        s2, t2, to_xhat2 = affine_for(w2, b2, norm2.running_mean, norm2.running_var, norm2.eps, training, var2)
+        a2 = ReluAffine(s2, t2, folded2)
         y, convs, ranges, drop2 = _images_conv(E, a2.conv_weight(cw2), spec.padding, spec.drop_rate, training)
-        layer = (a1, to_xhat1, ratio, b, drop1, invstd2, a2, to_xhat2, convs, ranges)
+        layer = (a1, to_xhat1, b, drop1, training, a2, to_xhat2, convs, ranges)
     k = y.shape[1]
     X[c:c + k] = y.transpose(1, 0, 2, 3)
     return layer + (drop2,) if keep else None
@@ -248,23 +240,23 @@ def _drop_scale(a, p, training):
 def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
     """Layer l's backward, given dL/dy in G's slot c..c+k-1: adds dL/dV of the first c
     channels into G (assigns if ``first``) and returns the layer's parameter gradients.
-    V (xhat in training, X in eval) is made again from X, as ``centre`` says."""
+    V (X - mean in training, X in eval) is made again from X."""
     _, N, H, W = G.shape
     R = N * H * W
     k = ws[-1].shape[0]
     dy = G[c:c + k].transpose(1, 0, 2, 3)
     if saved[-1] is not None:                  # dropout after the last convolution
         dy *= saved[-1]
-    x, centre = rows(X[:c]), (None if stats is None else stats.centre(0, c))
+    x, mean = rows(X[:c]), (None if stats is None else stats.mean_of(0, c, G.dtype))
     HW = H * W
     if len(spec.norms) == 1:
-        a1, to_xhat1, ratio, ranges, _ = saved
-        v = x if centre is None else memory.scratch(x.shape, G.dtype, like=G)
+        a1, to_xhat1, ranges, _ = saved
+        v = x if mean is None else memory.scratch(x.shape, G.dtype, like=G)
         E = memory.scratch((c, N, H, W), G.dtype, like=G)
 
-        def inputs(i, lo, hi):                 # xhat again (training), and the convolution's input
-            if centre is not None:
-                columns(x[lo:hi], 0, R, (centre[0][lo:hi], centre[1][lo:hi]), v[lo:hi])
+        def inputs(i, lo, hi):                 # x - mean again (training), and the convolution's input
+            if mean is not None:
+                columns(x[lo:hi], 0, R, mean[lo:hi], v[lo:hi])
             a1.rows(lo, hi).shifted_inputs(v[lo:hi], out=rows(E)[lo:hi])
 
         parallel.parallel(inputs, parallel.split(c))
@@ -281,9 +273,9 @@ def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
         parallel.parallel(lambda i, lo, hi: _add_into(G, rows(E), a1, lo, hi, first), parallel.split(c))
         param_grads = ()
     else:
-        a1, to_xhat1, ratio, bhat, drop1, invstd2, a2, to_xhat2, convs, ranges, _ = saved
-        d2 = memory.scratch(bhat.shape, G.dtype, like=G)
-        bh = rows(bhat)
+        a1, to_xhat1, bc, drop1, training, a2, to_xhat2, convs, ranges, _ = saved
+        d2 = memory.scratch(bc.shape, G.dtype, like=G)
+        bh = rows(bc)                          # b - mean2 (training), b (eval)
 
         def images(i, lo, hi):                 # conv2's backward, then the ReLU's mask
             dE2, gw2 = convs[i].backward(dy[lo:hi])[:2]
@@ -291,23 +283,25 @@ def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
 
         gw2_parts, sum_parts = zip(*parallel.parallel(images, ranges))
         du2 = a2.du_sums(tuple(sum(s_) for s_ in zip(*sum_parts)))
-        dv2 = a2.dv_sums(du2)
+        sum_d2, sum_dv2 = a2.dv_sums(du2)
+        invstd2 = to_xhat2[1]
 
-        def to_db(i, lo, hi):                  # dL/dbhat -> dL/db (through bn2's statistics), dropout's backward
+        def to_db(i, lo, hi):                  # dL/dv2 -> dL/db (through bn2's statistics), dropout's backward
             d = rows(d2)[lo:hi]
             a2.rows(lo, hi).to_dv(d)
-            if invstd2 is not None:
-                statistics_backward(d, bh[lo:hi], invstd2[lo:hi], (dv2[0][lo:hi], dv2[1][lo:hi]), R)
+            if training:
+                statistics_backward(d, bh[lo:hi], (sum_d2[lo:hi], (invstd2 * invstd2 * sum_dv2)[lo:hi]), R)
             if drop1 is not None:
                 d2[lo:hi] *= drop1.transpose(1, 0, 2, 3)[lo:hi]
 
         parallel.parallel(to_db, parallel.split(d2.shape[0]))
-        gw1, *sums1 = conv1x1_backward(a1, x, ws[2], rows(d2), dv=rows(G[:c]), accumulate=not first, centre=centre)
+        gw1, *sums1 = conv1x1_backward(a1, x, ws[2], rows(d2), dv=rows(G[:c]), accumulate=not first, mean=mean)
         param_grads = norm_grads(du2, to_xhat2) + (a2.weight_grad(sum(gw2_parts)),)
-    if totals is not None:   # this layer's sums of dL/dV and dL/dV * V, for the statistics' backward
+    if totals is not None:   # this layer's sums of dL/dV and invstd^2 dL/dV V, for the statistics' backward
         sum_d, sum_dv = a1.dv_sums(sums1)
+        invstd1 = to_xhat1[1]
         totals[0][:c] += sum_d
-        totals[1][:c] += sum_dv if ratio is None else sum_dv * ratio * ratio
+        totals[1][:c] += invstd1 * invstd1 * sum_dv
     return norm_grads(tuple(sums1), to_xhat1) + (gw1,) + param_grads
 
 
