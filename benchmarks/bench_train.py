@@ -87,13 +87,17 @@ def _tinydense_step_fn(depth, efficient, batch):
         optimizer.step()
         return loss.item()
 
+    return step, _evaluator(model, x, tinydense.no_grad)
+
+
+def _evaluator(model, x, no_grad):
+    """A no_grad, eval-mode forward of ``model`` on ``x`` (a tinydense or PyTorch model)."""
     def evaluate():
         model.eval()
-        with tinydense.no_grad():
+        with no_grad():
             model(x)
         model.train()
-
-    return step, evaluate
+    return evaluate
 
 
 def torch_densenet_bc(torch, depth, growth_rate=12, num_classes=10):
@@ -160,13 +164,7 @@ def _torch_step_fn(depth, batch, threads):
         optimizer.step()
         return loss.item()
 
-    def evaluate():
-        model.eval()
-        with torch.no_grad():
-            model(x)
-        model.train()
-
-    return step, evaluate
+    return step, _evaluator(model, x, torch.no_grad)
 
 
 def _timed(f):

@@ -10,8 +10,12 @@ forward runs the whole block, or the transition's BN-ReLU-Conv1x1, as one op:
                          statistics computed once per channel, BN-ReLU folded into
                          the 1x1 convolutions and recomputed in backward; the block's
                          own backward loops over its layers in reverse.
-    ops/bn_relu.py       BatchNormReLUConv1x1: the transition's first half, storing
+    ops/bn_relu.py       BatchNormReLUConv1x1: the transition's BN-ReLU-Conv1x1 (and
+                         its 2x2 average pool when there is no dropout), storing
                          nothing of its input's size.
+
+Both share each phase of their work among threads, BLAS single-threaded
+meanwhile (ops/parallel.py).
 
 Why a whole block as one op, and not one fused op per layer: the gradient of
 a dense block's features is a sum over every later layer that read them. Per
