@@ -183,7 +183,7 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
         parallel.parallel(lambda i, lo, hi: a1.rows(lo, hi).shifted_inputs(v[lo:hi], out=rows(E)[lo:hi]),
                           parallel.split(c))
         # the convolution is not kept (its copy of E grows with depth): backward runs it again
-        y, _, ranges, drop2 = _images_conv(E, a1.conv_weight(cw1), spec.padding, spec.drop_rate, training)
+        _, ranges, drop2 = _images_conv(E, a1.conv_weight(cw1), spec.padding, spec.drop_rate, training, X, c)
         layer = (a1, to_xhat1, ranges)
     else:                             # BN-ReLU-Conv1x1 (fused), BN-ReLU-Conv3x3
         norm2, (w2, b2, cw2) = spec.norms[1], ws[3:]
@@ -209,26 +209,27 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
             update_running_statistics(norm2.running_mean, norm2.running_var, mean2, var2, R, norm2.momentum)
         s2, t2, to_xhat2 = affine_for(w2, b2, norm2.running_mean, norm2.running_var, norm2.eps, training, var2)
         a2 = ReluAffine(s2, t2, folded2)
-        y, convs, ranges, drop2 = _images_conv(E, a2.conv_weight(cw2), spec.padding, spec.drop_rate, training)
+        convs, ranges, drop2 = _images_conv(E, a2.conv_weight(cw2), spec.padding, spec.drop_rate, training, X, c)
         layer = (a1, to_xhat1, b, drop1, training, a2, to_xhat2, convs, ranges)
-    k = y.shape[1]
-    X[c:c + k] = y.transpose(1, 0, 2, 3)
     return layer + (drop2,) if keep else None
 
 
-def _images_conv(E, weight, padding, drop_rate, training):
-    """y = dropout(conv2d(E)) for E (C, N, H, W) channel-major, the images shared among the
-    threads (one ops/conv.py op each). Returns y (N, O, H', W'), the ops, their ranges of
-    images and the dropout scale."""
-    ranges = parallel.split(E.shape[1])
-    ops_and_outputs = parallel.parallel(lambda i, lo, hi: _conv(E[:, lo:hi].transpose(1, 0, 2, 3), weight, padding),
-                                        ranges)
-    outputs = [y for _, y in ops_and_outputs]
-    y = outputs[0] if len(outputs) == 1 else backend.get_array_module(E).concatenate(outputs)
-    drop = _drop_scale(y, drop_rate, training)
-    if drop is not None:
-        y *= drop
-    return y, [op for op, _ in ops_and_outputs], ranges, drop
+def _images_conv(E, weight, padding, drop_rate, training, X, c):
+    """X[c:c+k] <- dropout(conv2d(E)) for E (C, N, H, W) channel-major, the images shared among
+    the threads (one ops/conv.py op each). Returns the ops, their ranges of images and the
+    dropout scale (drawn first, for the whole batch, as the textbook's dropout draws it)."""
+    N, k = E.shape[1], weight.shape[0]
+    drop = _drop_scale(X[c:c + k].transpose(1, 0, 2, 3), drop_rate, training)
+
+    def part(i, lo, hi):
+        op, y = _conv(E[:, lo:hi].transpose(1, 0, 2, 3), weight, padding)
+        if drop is not None:
+            y *= drop[lo:hi]
+        X[c:c + k, lo:hi] = y.transpose(1, 0, 2, 3)
+        return op
+
+    ranges = parallel.split(N)
+    return parallel.parallel(part, ranges), ranges, drop
 
 
 def _drop_scale(a, p, training):
