@@ -16,17 +16,19 @@ memory or warm allocator:
    a shared machine should give; there the child uses batch 16 and the step's
    memory is scaled by 64/16 (activations are proportional to the batch), marked "x4".
 2. time, per depth and mode: median of ``--repeats`` steps after one warm-up step.
-3. PyTorch (``--compare-depth``, default 100): the same architecture built by hand
-   in PyTorch (torchvision's layout: inplace ReLU, concatenation in every layer),
-   timed in the SAME child, alternating A B A B, so both see the same machine
-   load; reported as the ratio of medians. Done twice: with glibc's allocator as
-   shipped and with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736``
+3. PyTorch (``--compare-depths``, default 40 and 100): the same architecture built
+   by hand in PyTorch (torchvision's layout: inplace ReLU, concatenation in every
+   layer), timed in the SAME child, alternating A B A B, so both see the same
+   machine load; reported as the ratio of medians, for training steps and then
+   for eval forwards (no_grad, eval mode: images/s). Done twice: with glibc's
+   allocator as shipped and with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736``
    (large blocks are then kept instead of being returned to the OS after every
    step). PyTorch's peak memory is measured like 1.
 4. eval throughput (images/s) of a no_grad, eval-mode forward, both modes.
-5. where the time goes: the memory-efficient step at ``--compare-depth`` under
-   cProfile, summed per op (forward and backward of each Function); and, unless
-   ``--no-ops``, the per-op convolution table of benchmarks/bench_ops.py.
+5. where the time goes: the memory-efficient step at ``--profile-depth`` (default
+   100): the matrix products and ops/conv.py's convolutions timed, and cProfile's
+   self time per function; and, unless ``--no-ops``, the per-op convolution table
+   of benchmarks/bench_ops.py.
 
 Prints tables and writes benchmarks/results/bench_train-<time>.json and a PNG
 (step memory vs depth, both modes). PyTorch stays optional: without it the
@@ -85,13 +87,17 @@ def _tinydense_step_fn(depth, efficient, batch):
         optimizer.step()
         return loss.item()
 
+    return step, _evaluator(model, x, tinydense.no_grad)
+
+
+def _evaluator(model, x, no_grad):
+    """A no_grad, eval-mode forward of ``model`` on ``x`` (a tinydense or PyTorch model)."""
     def evaluate():
         model.eval()
-        with tinydense.no_grad():
+        with no_grad():
             model(x)
         model.train()
-
-    return step, evaluate
+    return evaluate
 
 
 def torch_densenet_bc(torch, depth, growth_rate=12, num_classes=10):
@@ -158,7 +164,7 @@ def _torch_step_fn(depth, batch, threads):
         optimizer.step()
         return loss.item()
 
-    return step
+    return step, _evaluator(model, x, torch.no_grad)
 
 
 def _timed(f):
@@ -172,7 +178,7 @@ def child(spec):
     kind, depth, batch, repeats = spec["kind"], spec["depth"], spec["batch"], spec.get("repeats", 0)
     if kind == "memory":            # model and batch built -> one step -> peak
         if spec["framework"] == "torch":
-            step = _torch_step_fn(depth, batch, spec["threads"])
+            step = _torch_step_fn(depth, batch, spec["threads"])[0]
         else:
             step, _ = _tinydense_step_fn(depth, spec["efficient"], batch)
         before = _status_mb("VmRSS")
@@ -186,44 +192,57 @@ def child(spec):
         evals = [_timed(evaluate) for _ in range(max(3, repeats // 2))]
         return {"step_s": statistics.median(times), "all_steps_s": times,
                 "eval_images_per_s": batch / statistics.median(evals)}
-    if kind == "compare":           # A B A B in one process
-        steps = {"tinydense": _tinydense_step_fn(depth, True, batch)[0],
-                 "torch": _torch_step_fn(depth, batch, spec["threads"])}
-        for f in steps.values():
-            f()                     # warm-up
-        times = {name: [] for name in steps}
-        for _ in range(repeats):
-            for name, f in steps.items():
-                times[name].append(_timed(f))
-        med = {name: statistics.median(t) for name, t in times.items()}
-        return {"tinydense_s": med["tinydense"], "torch_s": med["torch"], "ratio": med["tinydense"] / med["torch"],
-                "all_steps_s": times}
+    if kind == "compare":           # A B A B in one process: training steps, then eval forwards
+        fns = {"tinydense": _tinydense_step_fn(depth, True, batch), "torch": _torch_step_fn(depth, batch, spec["threads"])}
+        result = {}
+        for what, index in (("step", 0), ("eval", 1)):
+            for pair in fns.values():
+                pair[index]()       # warm-up
+            times = {name: [] for name in fns}
+            for _ in range(repeats):
+                for name, pair in fns.items():
+                    times[name].append(_timed(pair[index]))
+            med = {name: statistics.median(t) for name, t in times.items()}
+            result.update({f"tinydense_{what}_s": med["tinydense"], f"torch_{what}_s": med["torch"],
+                           f"{what}_ratio": med["tinydense"] / med["torch"], f"all_{what}s_s": times})
+        result["tinydense_eval_images_per_s"] = batch / result["tinydense_eval_s"]
+        result["torch_eval_images_per_s"] = batch / result["torch_eval_s"]
+        return result
     if kind == "profile":           # cProfile one step, summed per op
         import cProfile
         import pstats
 
         import numpy as np
 
+        from tinydense.ops import conv
+
         step, _ = _tinydense_step_fn(depth, True, batch)
         step()
         profiler = cProfile.Profile()
         total = _timed(lambda: profiler.runcall(step))
-        # the matrix products (every conv's) against the rest: time each xp.matmul call
-        matmul, spent = np.matmul, []
+        # every xp.matmul call (the convolutions' matrix products) and every call of ops/conv.py's
+        # Conv2d (the 3x3 convolutions, matrix products included), timed; summed over the threads
+        spent = {"matmul": [], "conv.py": []}
 
-        def timed_matmul(*args, **kwargs):
-            start = time.perf_counter()
-            out = matmul(*args, **kwargs)
-            spent.append(time.perf_counter() - start)
-            return out
+        def timed(f, key):
+            def g(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return f(*args, **kwargs)
+                finally:
+                    spent[key].append(time.perf_counter() - start)
+            return g
 
-        np.matmul = timed_matmul
+        originals = np.matmul, conv.Conv2d.forward, conv.Conv2d.backward
+        np.matmul = timed(np.matmul, "matmul")
+        conv.Conv2d.forward, conv.Conv2d.backward = (timed(f, "conv.py") for f in originals[1:])
         try:
             step_s = _timed(step)
         finally:
-            np.matmul = matmul
-        return {"profiled_step_s": total, "hot_spots": _hot_spots(pstats.Stats(profiler)),
-                "step_s": step_s, "matmul_s": sum(spent), "matmul_calls": len(spent)}
+            np.matmul, conv.Conv2d.forward, conv.Conv2d.backward = originals
+        return {"profiled_step_s": total, "hot_spots": _hot_spots(pstats.Stats(profiler)), "step_s": step_s,
+                "matmul_s": sum(spent["matmul"]), "matmul_calls": len(spent["matmul"]),
+                "conv_py_s": sum(spent["conv.py"]), "conv_py_calls": len(spent["conv.py"])}
     raise ValueError(f"unknown child kind {kind!r}")
 
 
@@ -258,8 +277,10 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5, help="timed steps per configuration (default 5)")
-    p.add_argument("--compare-depth", type=int, default=100)
+    p.add_argument("--compare-depths", type=int, nargs="+", default=[40, 100],
+                   help="depths of the PyTorch A/B comparison (default 40 100)")
     p.add_argument("--compare-repeats", type=int, default=7, help="A B pairs in the PyTorch comparison")
+    p.add_argument("--profile-depth", type=int, default=100, help="depth of the where-the-time-goes profile")
     p.add_argument("--plain-max-depth", type=int, default=100,
                    help="deeper plain-mode runs use batch 16, memory scaled x4 (default 100)")
     p.add_argument("--no-torch", action="store_true")
@@ -283,7 +304,8 @@ def main(argv=None):
     out = args.out or HERE / "results" / f"bench_train-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": " ".join(["python benchmarks/bench_train.py"] + list(argv or sys.argv[1:])),
-              "batch": args.batch, "compare_depth": args.compare_depth, "threads": args.threads, "repeats": args.repeats,
+              "batch": args.batch, "compare_depths": args.compare_depths, "threads": args.threads,
+              "repeats": args.repeats,
               "python": platform.python_version(), "cpu_count": os.cpu_count(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_start": os.getloadavg(), "runs": []}
 
@@ -315,7 +337,7 @@ def main(argv=None):
     _print_linearity(result, args.depths)
     if have_torch:
         result["torch"] = _compare(args)
-    result["profile"] = run_child({"kind": "profile", "depth": args.compare_depth, "batch": args.batch},
+    result["profile"] = run_child({"kind": "profile", "depth": args.profile_depth, "batch": args.batch},
                                   args.threads)
     _print_profile(result["profile"])
     if not args.no_ops:
@@ -341,27 +363,30 @@ def _print_linearity(result, depths):
 
 
 def _compare(args):
-    depth, spec = args.compare_depth, {"kind": "compare", "depth": args.compare_depth, "batch": args.batch,
-                                       "repeats": args.compare_repeats}
-    print(f"\nPyTorch, DenseNet-BC L={depth}: training step, medians of {args.compare_repeats} "
-          f"alternating A B pairs in one process", flush=True)
-    rows = {}
-    for name, env in (("glibc as shipped", {}), ("tuned glibc", TUNED_MALLOC)):
-        r = run_child(spec, args.threads, env)
-        rows[name] = r
-        print(f"  {name:17s} tinydense {r['tinydense_s']:6.2f} s   torch {r['torch_s']:6.2f} s   "
-              f"ratio {r['ratio']:.2f}", flush=True)
-    mem = run_child({"kind": "memory", "framework": "torch", "depth": depth, "batch": args.batch}, args.threads)
-    rows["torch_memory"] = {"peak_mb": mem["peak_mb"], "step_mb": mem["peak_mb"] - mem["rss_before_mb"]}
-    print(f"  torch one step in a fresh process: peak {mem['peak_mb']:.0f} MB, "
-          f"step {mem['peak_mb'] - mem['rss_before_mb']:.0f} MB", flush=True)
+    print(f"\nPyTorch A/B: medians of {args.compare_repeats} alternating pairs in one process, training "
+          f"steps (glibc's allocator as shipped, and tuned) and eval forwards (as shipped)", flush=True)
+    print(f"{'depth':>5} | {'tinydense s':>11} {'torch s':>8} {'ratio':>6} | {'tuned ratio':>11} | "
+          f"{'eval img/s':>10} {'torch':>7} {'ratio':>6} | {'torch peak MB':>13}")
+    rows = []
+    for depth in args.compare_depths:
+        spec = {"kind": "compare", "depth": depth, "batch": args.batch, "repeats": args.compare_repeats}
+        row = {"depth": depth, "glibc as shipped": run_child(spec, args.threads),
+               "tuned glibc": run_child(spec, args.threads, TUNED_MALLOC)}
+        mem = run_child({"kind": "memory", "framework": "torch", "depth": depth, "batch": args.batch}, args.threads)
+        row["torch_memory"] = {"peak_mb": mem["peak_mb"], "step_mb": mem["peak_mb"] - mem["rss_before_mb"]}
+        r, tuned = row["glibc as shipped"], row["tuned glibc"]
+        print(f"{depth:>5} | {r['tinydense_step_s']:11.2f} {r['torch_step_s']:8.2f} {r['step_ratio']:6.2f} | "
+              f"{tuned['step_ratio']:11.2f} | {r['tinydense_eval_images_per_s']:10.0f} "
+              f"{r['torch_eval_images_per_s']:7.0f} {1 / r['eval_ratio']:6.2f} | {mem['peak_mb']:13.0f}", flush=True)
+        rows.append(row)
+    print("  (eval ratio: tinydense's images/s over PyTorch's; step ratio: tinydense's time over PyTorch's)")
     return rows
 
 
 def _print_profile(profile):
-    print(f"\nwhere the time goes (memory-efficient step): matrix products {profile['matmul_s']:.2f} s of "
-          f"{profile['step_s']:.2f} s ({profile['matmul_calls']} calls), everything else "
-          f"{profile['step_s'] - profile['matmul_s']:.2f} s")
+    print(f"\nwhere the time goes (memory-efficient step, {profile['step_s']:.2f} s): summed over the threads, "
+          f"matrix products {profile['matmul_s']:.2f} s ({profile['matmul_calls']} calls), ops/conv.py's "
+          f"convolutions {profile['conv_py_s']:.2f} s ({profile['conv_py_calls']} calls, their products included)")
     print(f"under cProfile ({profile['profiled_step_s']:.2f} s), self time per function "
           f"(NumPy work counts for the function that calls it):")
     for r in profile["hot_spots"]:
@@ -384,9 +409,10 @@ def _plot(result, path):
             if r.get("memory_scale", 1) != 1:
                 ax.annotate(f"batch {r['memory_batch']}, x{r['memory_scale']}", (r["depth"], r["step_mb"] / 1024),
                             textcoords="offset points", xytext=(-90, -4), fontsize=8)
-    torch_mem = result.get("torch", {}).get("torch_memory")
-    if torch_mem:
-        ax.plot([result["compare_depth"]], [torch_mem["step_mb"] / 1024], "s", label="PyTorch")
+    torch_rows = result.get("torch", [])
+    if torch_rows:
+        ax.plot([r["depth"] for r in torch_rows], [r["torch_memory"]["step_mb"] / 1024 for r in torch_rows], "s",
+                label="PyTorch")
     ax.set_xlabel("depth L (DenseNet-BC, k=12)")
     ax.set_ylabel("memory of one training step (GB)")
     ax.set_title(f"batch {result['batch']}, 32x32, float32")

@@ -172,3 +172,46 @@ def test_gradcheck_refuses_what_it_cannot_check(rng):
         td.gradcheck(lambda x: x * 2, [T([1.0], grad=False)])
     with pytest.raises(ValueError, match="mode"):
         td.gradcheck(lambda x: x * 2, [T([1.0])], mode="fast")
+
+
+def _graph_functions(output):
+    """The Function classes in the graph that produced ``output``."""
+    seen, stack, kinds = set(), [output], set()
+    while stack:
+        t = stack.pop()
+        fn = t._creator
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        kinds.add(type(fn))
+        stack += [x for x in fn.inputs if x is not None]
+    return kinds
+
+
+def _tinydense_functions():
+    """Every Function subclass defined in the tinydense package (every module imported)."""
+    import importlib
+    import pkgutil
+    for info in pkgutil.walk_packages(td.__path__, "tinydense."):
+        importlib.import_module(info.name)
+    found, stack = set(), [Function]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            stack.append(sub)
+            if sub.__module__.startswith("tinydense."):
+                found.add(sub)
+    return found
+
+
+def test_the_op_table_covers_every_function_a_model_can_run():
+    """`tinydense gradcheck` must not leave an op out (the fused DenseNet ops were, once)."""
+    from tinydense.tools.op_checks import NOT_IN_THE_TABLE, op_cases
+    covered = set()
+    for case in op_cases():
+        inputs = [td.tensor(x, requires_grad=True) if x.dtype.kind == "f" else x for x in case.inputs]
+        covered |= _graph_functions(case.fn(*inputs))
+    names = {cls.__name__ for cls in _tinydense_functions()}
+    assert {"FusedDenseBlock", "BatchNormReLUConv1x1", "BatchNorm", "Conv2d"} <= names     # the scan works
+    missing = names - {cls.__name__ for cls in covered} - set(NOT_IN_THE_TABLE)
+    assert not missing, f"ops without a case in tinydense/tools/op_checks.py: {sorted(missing)}"
+    assert set(NOT_IN_THE_TABLE) <= names and not set(NOT_IN_THE_TABLE) & {cls.__name__ for cls in covered}

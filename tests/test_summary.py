@@ -88,7 +88,7 @@ def test_depth_groups_rows_by_module():
         "features.transition2", "features.denseblock3", "features.norm5", "relu", "pool", "flatten",
         "classifier"]
     block1 = s.rows[1]
-    assert block1["type"] == "DenseBlock" and block1["output_shape"] == (24 + 16 * 12, 32, 32)
+    assert block1["type"] == "EfficientDenseBlock" and block1["output_shape"] == (24 + 16 * 12, 32, 32)
     # 16 bottleneck layers: 1x1 conv to 48 channels, then 3x3 conv to 12, on 32x32
     expected = sum(48 * 32 * 32 * (24 + l * 12) + 12 * 32 * 32 * 48 * 9 for l in range(16))
     assert block1["macs"] == expected

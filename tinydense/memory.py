@@ -25,13 +25,15 @@ use: an array kept by a graph that has not been backpropagated yet, or by a
 
 Two kinds of request. ``empty`` gives an array of exactly the size asked
 for: for arrays that live through a step (activations kept for backward),
-each size coming back every step. ``scratch`` is for work space used and
-dropped within one op, whose size changes from layer to layer (a dense
-block's layer l works on k0 + (l-1)k channels): it hands out the front part
-of the smallest free scratch array that is large enough, and when none is,
-replaces the largest free one by a new one of the size asked for. After the
-first step the few scratch arrays have the largest sizes ever needed and
-serve every layer of every block.
+each size coming back every step. ``scratch`` is for arrays that live a
+short while, within one op or from one op's backward to the next one's (a
+gradient), and whose size changes from call to call (a dense block's layer l
+works on k0 + (l-1)k channels): it hands out the front part of the smallest
+free scratch array that is large enough, and when none is, replaces the
+largest free one by a new one of the size asked for. After the first step
+the few scratch arrays have the largest sizes ever needed and serve every
+layer of every block. The pool is for the calling thread only (the fused
+ops' worker threads get their arrays made beforehand, ops/parallel.py).
 
 The pool keeps what it allocated until ``clear()``: its size is the most
 memory that was in use at one time (one training step's worth).

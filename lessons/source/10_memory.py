@@ -257,7 +257,8 @@ print(f"at L = {depths[-1]}: {naive_mb[-1]:.2f} MB kept naively, {recomputed_mb[
 # differently when it is built with `memory_efficient=True` (the default of
 # `densenet_bc`; `memory_efficient=False` gives the plain path of section 2):
 #
-# - **one shared buffer per block** (`tinydense/ops/dense_features.py`): the block
+# - **one shared buffer per block** (`tinydense/ops/dense_block.py`, which runs the whole
+#   block as one op for `EfficientDenseBlock` in `tinydense/models/efficient_densenet.py`): the block
 #   allocates room for all its $k_0 + Lk$ channels once, and every layer writes its
 #   $k$ new channels into the next slot. Layer $\ell$'s concatenated input is then just
 #   the first $k_0 + (\ell-1)k$ channels of that buffer: a view, never a copy. The
@@ -399,7 +400,7 @@ print(f"all {len(grads)} parameter gradients: largest difference {worst:.1e}; "
 #    array not a problem? How does the library's shared buffer avoid it altogether?
 # 3. Batch norm in training mode updates its running statistics. What would go wrong if
 #    `bottleneck_input` updated them during the recomputation too? How does
-#    `BatchNormReLUConv` in `tinydense/ops/bn_relu.py` avoid the problem?
+#    `FusedDenseBlock` in `tinydense/ops/dense_block.py` avoid the problem?
 # 4. Use `Recompute` around a whole dense layer instead of its first half. How does the
 #    memory change, and what does it cost?
 # 5. In section 4, plot the plain mode's peak against $n^2$ and the memory-efficient

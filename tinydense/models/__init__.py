@@ -10,6 +10,7 @@ pre-activation ResNet the DenseNet paper compares with.
 from .alexnet import AlexNet, ZFNet, alexnet, alexnet_2012, zfnet
 from .densenet import (DenseBlock, DenseLayer, DenseNet, Transition, densenet, densenet121, densenet161,
                        densenet169, densenet201, densenet264, densenet_bc)
+from .efficient_densenet import EfficientDenseBlock, EfficientTransition
 from .googlenet import GoogLeNet, GoogLeNetOutputs, Inception, InceptionAux, googlenet
 from .preact_resnet import PreActBlock, PreActBottleneck, PreActResNet, preact_resnet
 from .resnet import (BasicBlock, Bottleneck, ResNet, cifar_resnet18, cifar_resnet34, cifar_resnet50,
@@ -20,7 +21,8 @@ from .vgg import (VGG, cifar_vgg11_bn, cifar_vgg16_bn, vgg11, vgg11_bn, vgg13, v
 
 resnet = preact_resnet        # the name `tinydense train --model resnet` and lesson 6 use
 
-__all__ = ["AlexNet", "BasicBlock", "Bottleneck", "DenseBlock", "DenseLayer", "DenseNet", "GoogLeNet",
+__all__ = ["AlexNet", "BasicBlock", "Bottleneck", "DenseBlock", "DenseLayer", "DenseNet", "EfficientDenseBlock",
+           "EfficientTransition", "GoogLeNet",
            "GoogLeNetOutputs", "Inception", "InceptionAux", "PreActBlock", "PreActBottleneck", "PreActResNet",
            "ResNet", "Transition", "VGG", "ZFNet", "alexnet", "alexnet_2012", "cifar_resnet18", "cifar_resnet34", "cifar_resnet50",
            "cifar_resnext50_32x4d", "cifar_vgg11_bn", "cifar_vgg16_bn", "densenet", "densenet121", "densenet161",

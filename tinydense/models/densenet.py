@@ -25,15 +25,13 @@ keeps floor(theta*m) of the m channels.
     norm5                 final BN (then ReLU, global average pool)
     classifier            Linear(channels, num_classes)
 
-Memory-efficient mode (``memory_efficient=True``, the default; Pleiss et
-al., 2017). The plain block above stores, for every layer, its own
-concatenated and normalised copy of all earlier features: memory grows with
-the square of the depth. With the option on, a block keeps all its feature
-maps in one shared buffer (ops/dense_features.py), so each layer's
-concatenated input is a zero-copy view, and every BN-ReLU-Conv that reads a
-concatenation (and the transitions' BN-ReLU-Conv) recomputes relu(bn(.)) in
-backward instead of storing it (ops/bn_relu.py). Outputs, gradients and
-running statistics are those of the plain path; only memory and speed differ.
+These classes are the textbook: each has one forward, the one written here.
+Memory-efficient mode (``memory_efficient=True``, the default, MEMORY_EFFICIENT
+below) builds the blocks and transitions from models/efficient_densenet.py
+instead: the same layers, parameters and state-dict names, computed by fused
+ops whose memory grows linearly with depth (the plain block stores, for every
+layer, its own normalised copy of all earlier features). Outputs, gradients
+and running statistics are those of the classes here.
 """
 from __future__ import annotations
 
@@ -44,37 +42,9 @@ from .. import functional as F
 from ..autograd import Tensor
 from ..nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d,
                   Module, ReLU, Sequential)
-from ..ops.bn_relu import batch_norm_relu_conv
-from ..ops.dense_features import AppendFeatures, ConcatFeatures, DenseFeatures, SharedBnReluConv
 from ._checks import check_image_batch
 
-
-def _bn_options(norm):
-    """A BatchNorm2d module's state and mode as options for the fused ops."""
-    return dict(running_mean=norm.running_mean, running_var=norm.running_var, training=norm.training,
-                momentum=norm.momentum, eps=norm.eps)
-
-
-def _count_batch(norm):
-    if norm.training:                   # what BatchNorm2d.forward does after normalising
-        norm.num_batches_tracked += 1
-
-
-def _bn_relu_conv(x, norm, conv, out=None):
-    """conv(relu(norm(x))) as one op that stores nothing of x's size (ops/bn_relu.py)."""
-    y = batch_norm_relu_conv(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, conv.weight,
-                             training=norm.training, momentum=norm.momentum, eps=norm.eps,
-                             stride=conv.stride, padding=conv.padding, out=out)
-    _count_batch(norm)
-    return y
-
-
-def _shared_bn_relu_conv(shared, features, norm, conv, out=None):
-    """conv(relu(norm([features]))) with the concatenation read from the block's shared buffer."""
-    y = SharedBnReluConv.apply(*features, norm.weight, norm.bias, conv.weight, features=shared,
-                               stride=conv.stride, padding=conv.padding, out=out, **_bn_options(norm))
-    _count_batch(norm)
-    return y
+MEMORY_EFFICIENT = True    # the default of DenseNet and every builder below
 
 
 class DenseLayer(Module):
@@ -107,31 +77,14 @@ class DenseLayer(Module):
         x = features[0] if len(features) == 1 else F.cat(features, axis=1)
         return self.relu1(self.norm1(x))
 
-    def forward(self, features, shared=None):
-        """features: list of (N, C_i, H, W) tensors (or one tensor) -> (N, k, H, W).
-        With ``shared`` (the block's DenseFeatures), the memory-efficient path."""
+    def forward(self, features):
+        """features: list of (N, C_i, H, W) tensors (or one tensor) -> (N, k, H, W)."""
         if isinstance(features, Tensor):
             features = [features]
-        if shared is not None:
-            return self._forward_shared(features, shared)
         out = self._dropout(self.conv1(self.concat_norm_relu(features)))
         if self.bottleneck:
             out = self._dropout(self.conv2(self.relu2(self.norm2(out))))
         return out
-
-    def _forward_shared(self, features, shared):
-        """The same function, with the features in ``shared``: BN-ReLU of the
-        concatenation is recomputed in backward, and the k new channels are
-        written straight into the next slot of the shared buffer."""
-        last = self.conv2 if self.bottleneck else self.conv1
-        direct = self.drop_rate == 0          # else dropout comes between the conv and the slot
-        slot = shared.next_slot(last.out_channels) if direct else None
-        if self.bottleneck:
-            out = self._dropout(_shared_bn_relu_conv(shared, features, self.norm1, self.conv1))
-            out = _bn_relu_conv(out, self.norm2, self.conv2, out=slot)
-        else:
-            out = _shared_bn_relu_conv(shared, features, self.norm1, self.conv1, out=slot)
-        return out if direct else AppendFeatures.apply(self._dropout(out), features=shared)
 
     def _dropout(self, x):
         # the paper puts dropout after every convolution except the first (the stem)
@@ -143,13 +96,10 @@ class DenseLayer(Module):
 
 class DenseBlock(Module):
     """``num_layers`` dense layers, each fed the concatenation of the block
-    input and every earlier layer's output. Output: in_channels + num_layers*k channels.
-    ``memory_efficient``: keep the features in one shared buffer (module docstring)."""
+    input and every earlier layer's output. Output: in_channels + num_layers*k channels."""
 
-    def __init__(self, num_layers, in_channels, growth_rate, bottleneck=True, bn_size=4, drop_rate=0.0,
-                 memory_efficient=False):
+    def __init__(self, num_layers, in_channels, growth_rate, bottleneck=True, bn_size=4, drop_rate=0.0):
         super().__init__()
-        self.memory_efficient = bool(memory_efficient)
         for i in range(num_layers):
             self.add_module(f"denselayer{i + 1}",
                             DenseLayer(in_channels + i * growth_rate, growth_rate,
@@ -157,12 +107,6 @@ class DenseBlock(Module):
         self.out_channels = in_channels + num_layers * growth_rate
 
     def forward(self, x):
-        if self.memory_efficient:
-            shared = DenseFeatures(x.data, self.out_channels)
-            features = [AppendFeatures.apply(x, features=shared)]
-            for layer in self.children():
-                features.append(layer(features, shared))
-            return ConcatFeatures.apply(*features, features=shared)    # the whole buffer, no copy
         features = [x]                       # x_0, then x_1, x_2, ... as they are made
         for layer in self.children():
             features.append(layer(features))
@@ -172,19 +116,16 @@ class DenseBlock(Module):
 class Transition(Module):
     """Between two blocks: BN - ReLU - Conv1x1(out_channels) - AvgPool 2x2/2."""
 
-    def __init__(self, in_channels, out_channels, drop_rate=0.0, memory_efficient=False):
+    def __init__(self, in_channels, out_channels, drop_rate=0.0):
         super().__init__()
-        self.drop_rate, self.memory_efficient = float(drop_rate), bool(memory_efficient)
+        self.drop_rate = float(drop_rate)
         self.norm = BatchNorm2d(in_channels)
         self.relu = ReLU()
         self.conv = Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
         self.pool = AvgPool2d(kernel_size=2, stride=2)
 
     def forward(self, x):
-        if self.memory_efficient:     # the BN-ReLU output of the whole block is not stored
-            out = _bn_relu_conv(x, self.norm, self.conv)
-        else:
-            out = self.conv(self.relu(self.norm(x)))
+        out = self.conv(self.relu(self.norm(x)))
         if self.drop_rate > 0:
             out = F.dropout(out, self.drop_rate, self.training)
         return self.pool(out)
@@ -202,13 +143,13 @@ class DenseNet(Module):
     compression:        theta in (0, 1]; a transition keeps floor(theta*m) channels
     drop_rate:          dropout probability after each convolution but the stem's
     stem:               "imagenet" (7x7/2 conv, BN, ReLU, 3x3/2 max pool) or "cifar" (3x3 conv)
-    memory_efficient:   shared feature buffers and recomputed BN-ReLU (module docstring);
-                        the same results, memory linear in depth
+    memory_efficient:   build the blocks and transitions of models/efficient_densenet.py
+                        (module docstring): the same results, memory linear in depth
     """
 
     def __init__(self, growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64, bn_size=4,
                  bottleneck=True, compression=0.5, drop_rate=0.0, num_classes=1000, stem="imagenet",
-                 in_channels=3, memory_efficient=True):
+                 in_channels=3, memory_efficient=MEMORY_EFFICIENT):
         super().__init__()
         for name, value in (("growth_rate", growth_rate), ("num_init_features", num_init_features),
                             ("bn_size", bn_size), ("num_classes", num_classes), ("in_channels", in_channels)):
@@ -223,7 +164,11 @@ class DenseNet(Module):
             raise ValueError(f"DenseNet: drop_rate must be in [0, 1), got {drop_rate}")
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"DenseNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
-        self.in_channels = in_channels
+        self.in_channels, self.memory_efficient = in_channels, bool(memory_efficient)
+        block_class, transition_class = DenseBlock, Transition
+        if memory_efficient:        # the same modules, fused forward passes
+            from .efficient_densenet import EfficientDenseBlock as block_class
+            from .efficient_densenet import EfficientTransition as transition_class
 
         if stem == "imagenet":
             layers = OrderedDict([
@@ -238,14 +183,13 @@ class DenseNet(Module):
             ])
         channels = num_init_features
         for i, num_layers in enumerate(block_config):
-            block = DenseBlock(num_layers, channels, growth_rate, bottleneck=bottleneck,
-                               bn_size=bn_size, drop_rate=drop_rate, memory_efficient=memory_efficient)
+            block = block_class(num_layers, channels, growth_rate, bottleneck=bottleneck,
+                                bn_size=bn_size, drop_rate=drop_rate)
             layers[f"denseblock{i + 1}"] = block
             channels = block.out_channels
             if i != len(block_config) - 1:
                 out = int(math.floor(compression * channels))
-                layers[f"transition{i + 1}"] = Transition(channels, out, drop_rate=drop_rate,
-                                                          memory_efficient=memory_efficient)
+                layers[f"transition{i + 1}"] = transition_class(channels, out, drop_rate=drop_rate)
                 channels = out
         layers["norm5"] = BatchNorm2d(channels)
         self.features = Sequential(layers)
@@ -274,7 +218,7 @@ class DenseNet(Module):
 # --- CIFAR models (the paper's Section 4) ------------------------------------------
 
 def densenet(depth, growth_rate, bottleneck=False, compression=1.0, num_classes=10, drop_rate=0.0,
-             memory_efficient=True):
+             memory_efficient=MEMORY_EFFICIENT):
     """A DenseNet for 32x32 images as in the paper's CIFAR experiments.
 
     Three dense blocks of n layers each. depth L counts the layers with weights:
@@ -297,7 +241,7 @@ def densenet(depth, growth_rate, bottleneck=False, compression=1.0, num_classes=
                     drop_rate=drop_rate, num_classes=num_classes, stem="cifar", memory_efficient=memory_efficient)
 
 
-def densenet_bc(depth=100, growth_rate=12, num_classes=10, drop_rate=0.0, memory_efficient=True):
+def densenet_bc(depth=100, growth_rate=12, num_classes=10, drop_rate=0.0, memory_efficient=MEMORY_EFFICIENT):
     """DenseNet-BC for CIFAR: bottleneck layers and compression theta = 0.5."""
     return densenet(depth, growth_rate, bottleneck=True, compression=0.5,
                     num_classes=num_classes, drop_rate=drop_rate,
@@ -322,26 +266,26 @@ def _imagenet_densenet(depth, num_classes, drop_rate, memory_efficient):
                     memory_efficient=memory_efficient)
 
 
-def densenet121(num_classes=1000, drop_rate=0.0, memory_efficient=True):
+def densenet121(num_classes=1000, drop_rate=0.0, memory_efficient=MEMORY_EFFICIENT):
     """DenseNet-121: k=32, blocks (6, 12, 24, 16), 7,978,856 parameters."""
     return _imagenet_densenet(121, num_classes, drop_rate, memory_efficient)
 
 
-def densenet161(num_classes=1000, drop_rate=0.0, memory_efficient=True):
+def densenet161(num_classes=1000, drop_rate=0.0, memory_efficient=MEMORY_EFFICIENT):
     """DenseNet-161: k=48, 96 stem channels, blocks (6, 12, 36, 24)."""
     return _imagenet_densenet(161, num_classes, drop_rate, memory_efficient)
 
 
-def densenet169(num_classes=1000, drop_rate=0.0, memory_efficient=True):
+def densenet169(num_classes=1000, drop_rate=0.0, memory_efficient=MEMORY_EFFICIENT):
     """DenseNet-169: k=32, blocks (6, 12, 32, 32)."""
     return _imagenet_densenet(169, num_classes, drop_rate, memory_efficient)
 
 
-def densenet201(num_classes=1000, drop_rate=0.0, memory_efficient=True):
+def densenet201(num_classes=1000, drop_rate=0.0, memory_efficient=MEMORY_EFFICIENT):
     """DenseNet-201: k=32, blocks (6, 12, 48, 32)."""
     return _imagenet_densenet(201, num_classes, drop_rate, memory_efficient)
 
 
-def densenet264(num_classes=1000, drop_rate=0.0, memory_efficient=True):
+def densenet264(num_classes=1000, drop_rate=0.0, memory_efficient=MEMORY_EFFICIENT):
     """DenseNet-264: k=32, blocks (6, 12, 64, 48)."""
     return _imagenet_densenet(264, num_classes, drop_rate, memory_efficient)

@@ -88,9 +88,14 @@ class BatchNorm2d(Module):
     def forward(self, x):
         y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                          training=self.training, momentum=self.momentum, eps=self.eps)
-        if self.training:
-            self.num_batches_tracked += 1          # a 0-d int64 array, updated in place
+        self.count_batch()
         return y
+
+    def count_batch(self):
+        """In training, count one batch in num_batches_tracked (a 0-d int64 array, updated
+        in place): after this layer's state normalised a batch, here or in a fused op."""
+        if self.training:
+            self.num_batches_tracked += 1
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

@@ -7,11 +7,17 @@ from .. import backend
 from ..autograd import Function
 
 
+def keep_scale(x, p):
+    """mask / (1 - p) for x's shape and dtype (one array), the mask ~ Bernoulli(1 - p)
+    drawn from tinydense's generator."""
+    xp = backend.get_array_module(x)
+    keep = backend.rng(xp).random(x.shape, dtype=x.dtype) >= p
+    return keep * x.dtype.type(1.0 / (1.0 - p))
+
+
 class Dropout(Function):
     def forward(self, x, p):
-        xp = backend.get_array_module(x)
-        keep = backend.rng(xp).random(x.shape, dtype=x.dtype) >= p
-        self.scale = keep * x.dtype.type(1.0 / (1.0 - p))   # mask / (1 - p), one array
+        self.scale = keep_scale(x, p)
         return x * self.scale
 
     def backward(self, g):

@@ -12,11 +12,21 @@ Backward in the compact closed form (training; g = dL/dy):
     dbias   = sum g,   dweight = sum g * xhat
     dx      = weight / (M sqrt(var + eps)) * (M g - sum g - xhat * sum(g * xhat))
 In eval mode mu and var are constants, so dx = weight * g / sqrt(var + eps).
+
+The batch statistics are summed in float64 whatever the input's dtype (as
+PyTorch does on the CPU): a float32 sum of M values loses about log2(M) bits,
+and a mean that is off by a little shifts every xhat by a lot when the
+values sit far from zero (x = 1e4 + noise). Only the two per-channel
+vectors are float64; the arrays stay in x's dtype. ``batch_statistics``,
+``update_running_statistics`` and ``check_batch_norm_args`` serve this op and
+the fused ones (ops/bn_relu.py, ops/dense_block.py).
 """
 from __future__ import annotations
 
+import math
+
 from .. import backend
-from ..autograd import Function
+from ..autograd import Function, Tensor
 
 
 def _stat_axes(x):
@@ -28,6 +38,89 @@ def _per_channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def batch_statistics(x, axes, centred=None):
+    """Per-channel mean and biased variance of ``x`` over ``axes`` (every axis but the
+    channel's), both float64 vectors, and x - mean in x's dtype (written into ``centred``
+    if given). The mean is summed in float64; the variance, from the centred values as
+    numerically it must be, in float64 over partial sums of at most SQUARES_BLOCK
+    squares (the fused ops' (C, R) rows) or in float64 throughout (other layouts)."""
+    xp = backend.get_array_module(x)
+    count = math.prod(x.shape[a] for a in axes)
+    letters = "abcdefgh"[:x.ndim]
+    channel = next(letters[i] for i in range(x.ndim) if i not in axes)
+    mean = xp.einsum(f"{letters}->{channel}", x, dtype=xp.float64) / count
+    shape = [1] * x.ndim
+    shape[letters.index(channel)] = -1
+    centred = xp.subtract(x, mean.astype(x.dtype).reshape(shape), out=centred)
+    if x.ndim == 2 and tuple(axes) == (1,):
+        var = _row_sums_of_squares(centred) / count
+    else:
+        var = (centred * centred).sum(axis=axes, dtype=xp.float64) / count
+    return mean, var, centred
+
+
+SQUARES_BLOCK = 1024
+
+
+def _row_sums_of_squares(a):
+    """sum over each row of a (C, R) of its squares: float64 over partial sums of
+    SQUARES_BLOCK values (a float32 sum of 1024 squares of centred values is good to
+    about 1e-7; no temporary of a's size)."""
+    xp = backend.get_array_module(a)
+    C, R = a.shape
+    whole = R - R % SQUARES_BLOCK
+    total = xp.zeros(C, dtype=xp.float64)
+    if whole:
+        blocks = a[:, :whole].reshape(C, -1, SQUARES_BLOCK)
+        total += xp.einsum("cbr,cbr->cb", blocks, blocks).sum(axis=1, dtype=xp.float64)
+    if whole < R:
+        total += xp.einsum("cr,cr->c", a[:, whole:], a[:, whole:])
+    return total
+
+
+def inverse_std(var, eps, dtype):
+    """1 / sqrt(var + eps), computed in float64, returned in ``dtype``."""
+    xp = backend.get_array_module(var)
+    return (1 / xp.sqrt(var.astype(xp.float64) + eps)).astype(dtype)
+
+
+def update_running_statistics(running_mean, running_var, mean, var, count, momentum):
+    """PyTorch's rule, in place: running <- (1 - momentum) running + momentum batch,
+    the variance made unbiased (count / (count - 1)); ``count`` values per channel."""
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += momentum * var * (count / (count - 1))
+
+
+def check_batch_norm_args(name, shape, running_mean, running_var, weight, bias, training, momentum):
+    """Raise before anything runs unless the arguments of a batch norm fit an input of ``shape``."""
+    shape = tuple(shape)
+    if len(shape) not in (2, 4):
+        raise ValueError(f"{name} expects input of shape (N, C) or (N, C, H, W), got shape {shape}")
+    C = shape[1]
+    for what, v in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if v is not None and tuple(v.shape) != (C,):
+            raise ValueError(f"{name}: input has {C} channels (shape {shape}) "
+                             f"but {what} has shape {tuple(v.shape)}")
+    if training and shape[0] * math.prod(shape[2:]) < 2:
+        raise ValueError(f"{name} in training needs more than one value per channel, "
+                         f"got input shape {shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError(f"{name} in eval mode needs running_mean and running_var")
+    if (running_mean is None) != (running_var is None):   # else one would be updated and the other fail
+        raise ValueError(f"{name}: give both running_mean and running_var, or neither")
+    for what, v in (("running_mean", running_mean), ("running_var", running_var)):
+        if v is not None and v.dtype.kind != "f":
+            raise TypeError(f"{name}: {what} must be a floating-point array (updated in place), "
+                            f"got dtype {v.dtype}")
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"{name}: momentum must lie in [0, 1], got {momentum}")
+    if (weight is None) != (bias is None):
+        raise ValueError(f"{name}: give both weight and bias, or neither")
+
+
 class BatchNorm(Function):
     def forward(self, x, running_mean, running_var, weight=None, bias=None,
                 training=False, momentum=0.1, eps=1e-5):
@@ -35,17 +128,14 @@ class BatchNorm(Function):
         axes = _stat_axes(x)
         M = x.size // x.shape[1]
         if training:
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)                       # biased, used to normalise
-            if running_mean is not None:                 # in-place update, PyTorch's rule
-                running_mean *= 1 - momentum
-                running_mean += momentum * mean
-                running_var *= 1 - momentum
-                running_var += momentum * var * (M / (M - 1))
+            mean, var, centred = batch_statistics(x, axes)
+            if running_mean is not None:
+                update_running_statistics(running_mean, running_var, mean, var, M, momentum)
         else:
             mean, var = running_mean, running_var
-        invstd = 1 / xp.sqrt(var + eps)
-        xhat = (x - _per_channel(mean, x.ndim)) * _per_channel(invstd, x.ndim)
+            centred = x - _per_channel(mean, x.ndim)
+        invstd = inverse_std(var, eps, x.dtype)
+        xhat = xp.multiply(centred, _per_channel(invstd, x.ndim), out=centred)
         self.xhat, self.invstd, self.weight, self.training, self.M = xhat, invstd, weight, training, M
         if weight is None:
             return xhat
@@ -78,31 +168,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
     (either may be None in training, then nothing is tracked); weight, bias:
     Tensors (C,) or None. Eval mode (training=False) uses the running stats.
     """
-    from ..autograd import Tensor
     data = x.data if isinstance(x, Tensor) else x
-    if data.ndim not in (2, 4):
-        raise ValueError(f"batch_norm expects input of shape (N, C) or (N, C, H, W), got shape {tuple(data.shape)}")
-    C = data.shape[1]
     rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
     rv = running_var.data if isinstance(running_var, Tensor) else running_var
-    for name, v in (("running_mean", rm), ("running_var", rv), ("weight", weight), ("bias", bias)):
-        if v is not None and tuple(v.shape) != (C,):
-            raise ValueError(f"batch_norm: input has {C} channels (shape {tuple(data.shape)}) "
-                             f"but {name} has shape {tuple(v.shape)}")
-    if training and data.size // C < 2:
-        raise ValueError(f"batch_norm in training needs more than one value per channel, "
-                         f"got input shape {tuple(data.shape)}")
-    if not training and (rm is None or rv is None):
-        raise ValueError("batch_norm in eval mode needs running_mean and running_var")
-    if (rm is None) != (rv is None):   # else one would be updated and the other fail
-        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
-    for name, v in (("running_mean", rm), ("running_var", rv)):
-        if v is not None and v.dtype.kind != "f":
-            raise TypeError(f"batch_norm: {name} must be a floating-point array (updated in place), "
-                            f"got dtype {v.dtype}")
-    if not 0 <= momentum <= 1:
-        raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {momentum}")
-    if (weight is None) != (bias is None):
-        raise ValueError("batch_norm: give both weight and bias, or neither")
+    check_batch_norm_args("batch_norm", data.shape, rm, rv, weight, bias, training, momentum)
     params = () if weight is None else (weight, bias)
     return BatchNorm.apply(x, rm, rv, *params, training=training, momentum=momentum, eps=eps)

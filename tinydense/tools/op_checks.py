@@ -6,6 +6,11 @@ some inputs that calls it, and the inputs. ``check_all_ops()`` runs
 and returns one result row per case; ``tinydense gradcheck`` prints them.
 Inputs stay away from kinks (ReLU at 0, ties in max pooling), where no
 difference quotient is right.
+
+The table covers every op a model can run, the fused ones the memory-efficient
+DenseNet trains with included (ops/bn_relu.py, ops/dense_block.py), in
+training and eval mode; tests/test_gradcheck.py checks that every ``Function``
+in tinydense appears in some case's graph (or in ``NOT_IN_THE_TABLE``).
 """
 from __future__ import annotations
 
@@ -15,7 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import functional as F
+from ..ops.bn_relu import batch_norm_relu_conv1x1
+from ..ops.dense_block import LayerSpec, NormState, dense_block
 from .gradcheck import GradcheckError, gradcheck
+
+# Functions no case checks, and why.
+NOT_IN_THE_TABLE = {
+    "Cast": "changes the dtype: a float64 gradient check cannot pass through float32",
+    "ToDevice": "moves between CPU and GPU: tests/test_ops.py checks it where a GPU is present",
+}
 
 
 @dataclass
@@ -50,6 +63,27 @@ def op_cases(seed=0) -> list:
 
     bn_stats = (np.zeros(3), np.ones(3))
     labels = rng.integers(0, 5, size=4)
+
+    def dense_block_case(bottleneck, training, drop_rate):
+        """A dense block of 2 layers (3 input channels, growth rate 2, bottleneck width 2):
+        (function, inputs) with the block input first, then every layer's parameters."""
+        inputs, layers, c = [normal(2, 3, 3, 3)], [], 3
+        for _ in range(2):
+            convs = [(c, 2, 1), (2, 2, 3)] if bottleneck else [(c, 2, 3)]
+            norms = []
+            for cin, cout, size in convs:
+                inputs += [positive(cin), 0.5 * normal(cin), 0.5 * normal(cout, cin, size, size)]
+                norms.append(NormState(0.1 * normal(cin), positive(cin), 0.1, 1e-5))
+            layers.append(LayerSpec(tuple(norms), (1, 1), drop_rate))
+            c += 2
+        return (lambda x, *params: dense_block(x, params, layers, training=training)), tuple(inputs)
+
+    def bn_relu_conv1x1(training, pool=False):
+        stats = (bn_stats[0].copy(), bn_stats[1].copy()) if training else (np.array([0.1, -0.2, 0.3]),
+                                                                           np.array([0.5, 1.0, 2.0]))
+        return lambda x, w, b, cw: batch_norm_relu_conv1x1(x, *stats, w, b, cw, training=training, pool=pool)
+
+    negative_first = positive(3) * np.array([-1, 1, 1])      # one scale < 0: the unfolded path
     return [
         OpCase("add (broadcast)", lambda a, b: a + b, (normal(2, 3), normal(3))),
         OpCase("sub (broadcast)", lambda a, b: a - b, (normal(2, 3), normal(2, 1))),
@@ -90,11 +124,22 @@ def op_cases(seed=0) -> list:
         OpCase("max_pool2d 3x3, stride 2, padding 1", lambda x: F.max_pool2d(x, 3, 2, 1), (normal(1, 2, 5, 5),)),
         OpCase("avg_pool2d 2x2", lambda x: F.avg_pool2d(x, 2), (normal(2, 2, 4, 4),)),
         OpCase("adaptive_avg_pool2d to 1x1", lambda x: F.adaptive_avg_pool2d(x, 1), (normal(2, 3, 3, 3),)),
+        OpCase("adaptive_avg_pool2d to 2x2", lambda x: F.adaptive_avg_pool2d(x, 2), (normal(2, 2, 5, 5),)),
         OpCase("cat", lambda a, b: F.cat([a, b], axis=1), (normal(2, 2, 3, 3), normal(2, 1, 3, 3))),
         OpCase("flatten", F.flatten, (normal(2, 3, 2, 2),)),
         OpCase("dropout", lambda x: F.dropout(x, 0.3, training=True), (normal(4, 5),)),
         OpCase("log_softmax", lambda z: F.log_softmax(z, axis=1), (normal(4, 5),)),
         OpCase("cross_entropy", F.cross_entropy, (normal(4, 5), labels)),
+        # the fused ops of the memory-efficient DenseNet (models/efficient_densenet.py)
+        OpCase("batch_norm_relu_conv1x1 (training)", bn_relu_conv1x1(True),
+               (normal(2, 3, 3, 3), positive(3), normal(3), normal(4, 3, 1, 1))),
+        OpCase("batch_norm_relu_conv1x1 (eval, a negative scale)", bn_relu_conv1x1(False),
+               (normal(2, 3, 3, 3), negative_first, normal(3), normal(4, 3, 1, 1))),
+        OpCase("batch_norm_relu_conv1x1, avg_pool2d 2x2 (training)", bn_relu_conv1x1(True, pool=True),
+               (normal(2, 3, 4, 4), positive(3), normal(3), normal(4, 3, 1, 1))),
+        OpCase("dense_block (bottleneck, training, dropout)", *dense_block_case(True, True, 0.3)),
+        OpCase("dense_block (bottleneck, eval)", *dense_block_case(True, False, 0.0)),
+        OpCase("dense_block (basic, training)", *dense_block_case(False, True, 0.0)),
     ] + _zoo_op_cases(normal)
 
 

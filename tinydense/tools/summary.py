@@ -25,8 +25,9 @@ if that is more than half the memory available.
 DenseNet's concatenations happen inside DenseLayer/DenseBlock (they cost no
 multiply-adds) and are folded into those rows: a dense layer's norm1 row
 shows the concatenated input it normalises. The model runs in eval mode
-under ``no_grad``, so nothing about it changes; a memory-efficient DenseNet
-runs its plain path (the same values) so that every layer is seen.
+under ``no_grad``, so nothing about it changes. (A memory-efficient DenseNet
+calls every layer too: its fused blocks run the textbook forward while a layer
+inside has a hook, models/efficient_densenet.py.)
 """
 from __future__ import annotations
 
@@ -133,11 +134,8 @@ def _trace(model, image_shape):
     events = []
     hooks = [m.register_forward_hook(record) for m in model.modules()]
     modes = [(m, m.training) for m in model.modules()]
-    efficient = [m for m in model.modules() if getattr(m, "memory_efficient", False)]
     try:
         model.eval()
-        for m in efficient:              # the fused path calls no leaf layers: no rows to show
-            m.memory_efficient = False
         with no_grad():
             model(x)
     finally:
@@ -145,8 +143,6 @@ def _trace(model, image_shape):
             h.remove()
         for m, mode in modes:
             m.training = mode
-        for m in efficient:
-            m.memory_efficient = True
     return events
 
 
