@@ -672,7 +672,7 @@ def check_dense_layer(cls):
 def check_dense_block(cls):
     """DenseBlock(num_layers, in_channels, growth_rate): output = [x, x_1, ..., x_L] along channels."""
     from tinydense.models import DenseBlock
-    options = {"bottleneck": True, "memory_efficient": False}
+    options = {"bottleneck": True}
     _check_module("dense block", cls, DenseBlock, [((1, 4, 3), (2, 4, 4, 4), options),
                                                    ((3, 6, 4), (2, 6, 4, 4), options)], seed=24,
                   advice="each layer gets the list of ALL feature maps so far; the output is their "

@@ -70,10 +70,11 @@ def test_profile_counts_each_op_once_under_its_own_name(tmp_path, capsys):
     r = gpu_profile.main(TINY + ["--warmup", "1", "--repeat", "1", "--op-steps", "1", "--json", str(path)])
     assert json.loads(path.read_text())["ops"].keys() == r["ops"].keys()
     calls = {name: round(row["calls"]) for name, row in r["ops"].items()}
-    # DenseNet-BC L=10: 3 blocks of 1 layer; the bottleneck reads the shared buffer, its 3x3 conv and the
-    # 2 transitions are BatchNormReLUConv; Conv2d is the stem only (the convs inside the fused ops count there)
-    assert calls["SharedBnReluConv.forward"] == calls["SharedBnReluConv.backward"] == 3
-    assert calls["BatchNormReLUConv.forward"] == 5 and calls["Conv2d.forward"] == calls["Conv2d.backward"] == 1
+    # DenseNet-BC L=10: 3 blocks of 1 layer, each block one FusedDenseBlock op; the 2 transitions are
+    # BatchNormReLUConv1x1; Conv2d is the stem only (the convs inside the fused ops count there)
+    assert calls["FusedDenseBlock.forward"] == calls["FusedDenseBlock.backward"] == 3
+    assert calls["BatchNormReLUConv1x1.forward"] == calls["BatchNormReLUConv1x1.backward"] == 2
+    assert calls["Conv2d.forward"] == calls["Conv2d.backward"] == 1
     assert calls["SGD.step"] == calls["SGD.zero_grad"] == calls["CrossEntropy.forward"] == 1
     assert r["syncs"] == {"inside_step": 0, "with_loss_read": 0, "by_line": {}}      # NumPy: nothing to wait for
     assert {cls: dict(cls.__dict__) for cls in gpu_profile.function_classes()} == before   # the wrappers are gone

@@ -19,7 +19,7 @@ out, and the library's op is used). Any other error on that input stops the
 says what is wrong) or remove it from the file.
 
 Only the plain ops are swapped: the fused ops of the memory-efficient
-DenseNet (ops/bn_relu.py, ops/dense_features.py) keep the library's code, so
+DenseNet (ops/bn_relu.py, ops/dense_block.py) keep the library's code, so
 build models with ``memory_efficient=False`` to run entirely on yours.
 """
 from __future__ import annotations
