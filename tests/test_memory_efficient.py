@@ -80,6 +80,32 @@ def test_same_outputs_gradients_and_statistics(training, batch, kind, drop_rate)
     assert int(result[2]["features.denseblock1.denselayer1.norm1.num_batches_tracked"]) == (2 if training else 0)
 
 
+@pytest.mark.parametrize("kind", ["DenseNet", "DenseNet-BC"])
+def test_the_gpu_form_never_folds_and_gives_the_same_numbers(kind, monkeypatch):
+    """On a GPU the fused ops take the unfolded BN-ReLU form (deciding to fold would read a
+    GPU array: a host-device synchronisation inside the step). Made to believe every scale
+    lives on a GPU, they must never fold and still give the textbook numbers."""
+    size = KINDS[kind][1]
+    plain = train_steps(build(kind, False), True, size)
+    asked = []
+
+    def on_gpu(array):
+        asked.append(array)
+        return "cuda"
+    monkeypatch.setattr(bn_relu.backend, "device_of", on_gpu)
+    assert not bn_relu.can_fold(np.ones(3))
+    monkeypatch.setattr(bn_relu.ReluAffine, "__init__", _never_folded(bn_relu.ReluAffine.__init__))
+    assert_same_results(plain, train_steps(build(kind, True), True, size))
+    assert asked
+
+
+def _never_folded(init):
+    def checked(self, s, t, folded=None):
+        init(self, s, t, folded)
+        assert not self.folded, "a fused op folded BN-ReLU although its scales are on a GPU"
+    return checked
+
+
 @settings(max_examples=12, deadline=None)
 @given(layers=st.integers(1, 4), k0=st.integers(1, 5), k=st.integers(1, 3), bottleneck=st.booleans(),
        bn_size=st.integers(1, 3), drop_rate=st.sampled_from([0.0, 0.25]), training=st.booleans(),

@@ -31,7 +31,7 @@ import tinydense.functional as F
 from tinydense.data import DataLoader, load_cifar
 from tinydense.models import DenseBlock, densenet_bc
 from tinydense.optim import SGD
-from tinydense.training import load_model
+from tinydense.training import evaluate, load_model, plural
 
 from exercises import check_long_range_share, passed
 
@@ -70,7 +70,7 @@ if (paper_run / "last.npz").exists():
     paper_model, paper_state = load_model(paper_run / "last.npz", device="cpu")
     paper_epochs = int(paper_state["epoch"])
     print(f"loaded the paper's network (plain DenseNet L=40 k=12) from {paper_run / 'last.npz'}, "
-          f"trained for {paper_epochs} epochs" + ("" if paper_epochs >= 300 else
+          f"trained for {plural(paper_epochs, 'epoch')}" + ("" if paper_epochs >= 300 else
           f" (the paper trains 300: the figure below is for a SHORTER run than the paper's)"))
 else:
     print("=" * 88)
@@ -258,6 +258,82 @@ else:
 # question is whether training drives it towards zero, as it would if layers
 # only cared about their immediate predecessors.)
 #
+# ## 5. A functional test: switch the long-range connections off
+#
+# Large weights suggest use; the direct test is to remove a connection and see
+# what the network loses. In every layer $\ell \ge 4$ of every block we zero the
+# weights of the layer's first convolution that read sources more than two
+# layers back ($x_0 .. x_{\ell-3}$), and measure the test accuracy. Removing
+# something always hurts a little, so we compare with removing **the same
+# number of weights** elsewhere: the weights that read the two most recent
+# sources $x_{\ell-2}, x_{\ell-1}$ ($2k$ input channels), and, as the fair
+# comparison, $2k$ input channels drawn at random from the long-range sources.
+# The weights are restored after each measurement.
+
+# %%
+def reading_layers(model):
+    """For every layer l >= 4 of every dense block: (its first conv's weight, `cut`, 2k), where
+    input channels 0 .. cut-1 come from x_0 .. x_{l-3} and the last 2k from x_{l-2}, x_{l-1}."""
+    for block in model.features.children():
+        if not isinstance(block, DenseBlock):
+            continue
+        layers = list(block.children())
+        k0 = layers[0].conv1.in_channels
+        k = (layers[0].conv2 if layers[0].bottleneck else layers[0].conv1).out_channels
+        for l, layer in enumerate(layers, start=1):
+            if l >= 4:
+                yield layer.conv1.weight, k0 + (l - 3) * k, 2 * k
+
+
+def accuracy_without(model, loader, choose):
+    """Test accuracy with, in every layer l >= 4, the input channels choose(cut, two_k) of its
+    first convolution zeroed; returns (accuracy, number of weights zeroed). Restores the weights."""
+    saved, zeroed = [], 0
+    try:
+        for weight, cut, two_k in reading_layers(model):
+            channels = choose(cut, two_k)
+            saved.append((weight, weight.data.copy()))
+            weight.data[:, channels] = 0
+            zeroed += weight.data[:, channels].size
+        return evaluate(model, loader, 10)["acc"], zeroed
+    finally:
+        for weight, original in saved:
+            weight.data[...] = original
+
+
+if paper_model is not None:
+    reuse_model, reuse_label, stats = paper_model, f"the paper's DenseNet-40 ({paper_epochs} epochs)", paper_state["data"]
+else:
+    reuse_model, reuse_label = model, f"DenseNet-BC, {bc_label} (NOT the paper's network)"
+    stats = dict(zip(("mean", "std"), load_cifar("cifar10", root=os.environ.get("TINYDENSE_DATA") or Path("..") / "data",
+                                                  train=True, download=True).head(64 if FAST else 5085).channel_stats()))
+test_set = load_cifar("cifar10", root=os.environ.get("TINYDENSE_DATA") or Path("..") / "data", train=False,
+                      download=True).head(64 if FAST else 1017)
+test_loader = DataLoader(test_set, 128, mean=stats["mean"], std=stats["std"])
+ablation_rng = np.random.default_rng(0)
+
+base = evaluate(reuse_model, test_loader, 10)["acc"]
+long_acc, n_long = accuracy_without(reuse_model, test_loader, lambda cut, two_k: np.arange(cut))
+recent_acc, n_recent = accuracy_without(reuse_model, test_loader, lambda cut, two_k: np.arange(cut, cut + two_k))
+draws = [accuracy_without(reuse_model, test_loader, lambda cut, two_k: ablation_rng.choice(cut, two_k, replace=False))
+         for _ in range(1 if FAST else 3)]
+random_acc, n_random = float(np.mean([a for a, _ in draws])), draws[0][1]
+print(f"{reuse_label}, {len(test_set)} test images: accuracy {base:.1%}")
+for what, acc, n in (("every long-range weight (sources > 2 layers back)", long_acc, n_long),
+                     ("the two most recent sources, x_(l-2) and x_(l-1)", recent_acc, n_recent),
+                     (f"as many long-range weights, random channels (mean of {len(draws)})", random_acc, n_random)):
+    print(f"  without {what:<68} {n:>9,} weights zeroed: {acc:6.1%}  (drop {base - acc:+.1%})")
+
+# %% [markdown]
+# MEASURED_REUSE_TEXT
+#
+# Two cautions when you read such numbers. First, a drop measures what the
+# network *has come to depend on*, not what it could do without: a network
+# trained without long-range connections would learn to do without them.
+# Second, zeroing weights shifts the statistics that the next batch norm was
+# trained with (its running mean and variance), so part of every drop is that
+# shift; the equal-size comparisons share it, which is why we compare them.
+#
 # ## Questions and exercises
 #
 # 1. Batch norm's scale $\gamma$ multiplies each channel before the convolution reads
@@ -271,3 +347,7 @@ else:
 #    weights"? When would both mislead you?
 # 5. If a source were never used, what could you do with its channels? (Think
 #    about pruning, and about the compression factor.)
+# 6. In section 5, which removal costs more accuracy per weight: the recent sources or an
+#    equal number of long-range ones? What would the answer be for a ResNet-like network in
+#    which a layer read only its predecessor? Repeat the test for DenseNet-BC, whose 1x1
+#    bottleneck reads the sources: does compression change the answer?

@@ -32,7 +32,8 @@ import numpy as np
 import tinydense as td
 import tinydense.functional as F
 from tinydense import Function, memory
-from tinydense.models import DenseBlock, densenet_bc
+from tinydense.models import DenseBlock, densenet_bc, preact_resnet
+from tinydense.optim import SGD
 
 from exercises import check_recompute, passed
 
@@ -390,6 +391,76 @@ print(f"all {len(grads)} parameter gradients: largest difference {worst:.1e}; "
 # float32 the same comparison gives differences of about $10^{-7}$ to $10^{-6}$
 # of the gradients' size, float32's rounding.
 #
+# ## 6. DenseNet-BC against ResNet at equal cost
+#
+# The paper's central comparison (its Figs. 3 and 4) is at equal cost: for the
+# same number of parameters or of multiply-adds, DenseNets reach a lower error
+# than ResNets. At CIFAR scale the pair to compare is DenseNet-BC with
+# $L = 100$, $k = 12$ against the pre-activation ResNet-164 of the paper's
+# Table 2: fewer than half the parameters, a few more multiply-adds. We measure
+# both on one training step with the tools of section 1, and this time read
+# memory at three moments: after the forward pass (the graph), at the peak,
+# and **after** the step (once `optimizer.step()` has run and the loss is gone).
+
+# %%
+def measure_step(model, images, labels):
+    """One SGD step. Returns bytes kept after forward, peak bytes, bytes alive after the step, seconds."""
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    memory.clear()
+    tracemalloc.start()
+    try:
+        start_bytes = tracemalloc.get_traced_memory()[0]
+        start = time.perf_counter()
+        loss = F.cross_entropy(model(images), labels)
+        kept = tracemalloc.get_traced_memory()[0] - start_bytes
+        loss.backward()
+        optimizer.step()
+        seconds = time.perf_counter() - start
+        del loss
+        memory.clear()                   # the pool's spare arrays are not in use
+        after = tracemalloc.get_traced_memory()[0] - start_bytes
+        peak = tracemalloc.get_traced_memory()[1] - start_bytes
+    finally:
+        tracemalloc.stop()
+    return kept, peak, after, seconds
+
+
+rivals = {"DenseNet-BC-100 (k=12)": lambda: densenet_bc(100, growth_rate=12),
+          "ResNet-164 (pre-activation)": lambda: preact_resnet(164)}
+N6 = 2 if FAST else 16
+images6 = td.tensor(rng.standard_normal((N6, 3, 32, 32)).astype(np.float32))
+labels6 = rng.integers(0, 10, N6)
+print(f"one training step, batch {N6} of 32x32 images")
+print(f"{'network':<28} {'parameters':>10} {'MACs/image':>10} | {'kept':>8} {'peak':>8} {'after':>8} {'time':>7}")
+for name, build in rivals.items():
+    td.manual_seed(0)
+    net = build()
+    cost = td.summary(net, (3, 32, 32))
+    kept, peak, after, seconds = measure_step(net, images6, labels6)
+    print(f"{name:<28} {cost.total_params:>10,} {cost.total_macs / 1e6:>9.0f}M | {kept / 2**20:>5.0f} MB "
+          f"{peak / 2**20:>5.0f} MB {after / 2**20:>5.1f} MB {seconds:>6.2f} s")
+
+# %% [markdown]
+# **Why the memory after a step is not the peak.** After the step only the
+# weights' gradients and the optimizer's momentum buffers are alive (about two
+# copies of the parameters: a few MB); the activations that backward needed
+# were freed as soon as it was done with them. The peak happened in the middle
+# of backward, when the arrays kept for backward and the gradients being made
+# existed together. A memory reading taken after a step (`tracemalloc`'s
+# current size, or `torch.cuda.memory_allocated()` in PyTorch) therefore says
+# nothing about what the step needs; ask for the peak (`tracemalloc`'s second
+# number, `torch.cuda.max_memory_allocated()`, or the process's `VmHWM`). The
+# opposite trap exists too: the resident memory of the process (`VmRSS`, what
+# `top` shows) stays close to the peak after the step, because the allocator
+# and tinydense's pool keep the freed memory for the next step.
+#
+# DenseNet-BC keeps less than ResNet-164 although it has more, and wider,
+# feature maps: the memory-efficient blocks keep $O(L)$ small arrays, while
+# ResNet-164, built from plain modules, keeps everything its 164 layers' batch
+# norms, ReLUs and convolutions saved.
+#
+# MEASURED_VS_RESNET_TEXT
+#
 # ## Questions and exercises
 #
 # 1. Count the arrays of size $k_0 + (\ell-1)k$ channels that layer $\ell$ keeps in the
@@ -409,3 +480,6 @@ print(f"all {len(grads)} parameter gradients: largest difference {worst:.1e}; "
 # 6. Estimate the activation memory of DenseNet-BC-100 on a batch of 64 CIFAR images with
 #    the naive implementation, using the formula of section 2 for each block, and compare
 #    with what section 4 measures (scaled to batch 64).
+# 7. In section 6, which network has the larger *parameter* memory, and which the larger
+#    *activation* memory? Build ResNet-164's bottleneck block with a `Recompute` around its
+#    first BN-ReLU-convolution: how much of the gap closes?

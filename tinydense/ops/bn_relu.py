@@ -58,8 +58,15 @@ def channel_major(x):
     return copy
 
 
+def can_fold(scale):
+    """Whether the folded form applies: every scale > 0. On a GPU, reading that answer would
+    make the CPU wait for every queued kernel (a host-device synchronisation in the middle of
+    the step), so GPU arrays always take the unfolded form, which gives the same numbers."""
+    return backend.device_of(scale) == "cpu" and bool((scale > 0).all())
+
+
 class ReluAffine:
-    """z = relu(s * v + t) per row, in the folded form of the module docstring when every s > 0.
+    """z = relu(s * v + t) per row, in the folded form of the module docstring when every s > 0 (see can_fold).
 
     ``inputs`` writes what a 1x1 convolution reads, Z = max(v, c) (folded) or z;
     ``shifted_inputs`` what a k x k one reads, Z - c = z / s (folded) or z;
@@ -69,7 +76,7 @@ class ReluAffine:
     def __init__(self, s, t, folded=None):
         xp = backend.get_array_module(s)
         self.s, self.t = s, t
-        self.folded = bool((s > 0).all()) if folded is None else folded
+        self.folded = can_fold(s) if folded is None else folded
         self.c = -t / s if self.folded else xp.zeros_like(s)
 
     def rows(self, lo, hi):

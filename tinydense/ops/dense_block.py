@@ -49,8 +49,8 @@ from typing import NamedTuple
 from .. import backend, memory
 from ..autograd import Function, Tensor, is_grad_enabled
 from . import parallel
-from .bn_relu import (ReluAffine, affine_for, centred, centred_rows, columns, conv1x1_backward, conv1x1_forward,
-                      norm_grads, rows, statistics_backward)
+from .bn_relu import (ReluAffine, affine_for, can_fold, centred, centred_rows, columns, conv1x1_backward,
+                      conv1x1_forward, norm_grads, rows, statistics_backward)
 from .conv import Conv2d
 from .dropout import keep_scale
 from .norm import check_batch_norm_args, update_running_statistics
@@ -190,7 +190,7 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
         b = memory.empty((cw1.shape[0], N, H, W), X.dtype, like=X)
         conv1x1_forward(a1, v, cw1, out=rows(b))
         drop1 = _drop_scale(b.transpose(1, 0, 2, 3), spec.drop_rate, training)
-        folded2 = bool((w2 > 0).all())      # s2 = w2 * invstd2 > 0 where w2 > 0: known before the statistics
+        folded2 = can_fold(w2)              # s2 = w2 * invstd2 > 0 where w2 > 0: known before the statistics
         E = memory.scratch(b.shape, X.dtype, like=X)
 
         def bn2(i, lo, hi):           # channels lo..hi-1 of b: dropout, centred in place (training), conv2's input

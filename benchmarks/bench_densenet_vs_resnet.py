@@ -1,0 +1,134 @@
+"""DenseNet-BC-100 (k=12) against ResNet-164 (pre-activation) at CIFAR scale: the paper's
+equal-cost argument (its Figs. 3 and 4), measured on this machine.
+
+    python benchmarks/bench_densenet_vs_resnet.py                       # about 3 minutes
+    python benchmarks/bench_densenet_vs_resnet.py --runs runs/cmp-densenet-bc100 runs/cmp-resnet164
+
+For each network: parameters and multiply-adds of one 32x32 image (tinydense.summary);
+a training step (forward, cross-entropy, backward, SGD with Nesterov momentum and weight
+decay) at batch ``--batch`` with ``--threads`` BLAS threads, both networks in ONE child
+process, alternating A B A B, median of ``--repeats`` pairs after a warm-up; and memory,
+each network in a fresh child: resident memory with the model and batch built, the peak
+during one step (VmHWM), and the resident memory after it. The peak is reached inside
+backward, when the activations kept for backward and the gradients being made are alive
+together; after the step only the weights, their gradients and the optimizer's momentum
+remain (plus what the allocator keeps), so memory read after a step is not the peak.
+With ``--runs`` it also prints the test accuracy per epoch of two finished ``tinydense train``
+runs (same schedule), from their metrics.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_train import _batch, _status_mb, _timed
+
+NETWORKS = {"DenseNet-BC-100 (k=12)": ("densenet_bc", 100), "ResNet-164 (pre-activation)": ("preact_resnet", 164)}
+
+
+def _step_fn(builder, depth, batch):
+    import numpy as np
+
+    import tinydense
+    import tinydense.functional as F
+    from tinydense import models
+    from tinydense.optim import SGD
+
+    tinydense.manual_seed(0)
+    model = getattr(models, builder)(depth)
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    x_np, y_np = _batch(np, batch)
+    x = tinydense.tensor(x_np)
+
+    def step():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y_np)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+    return model, step
+
+
+def child(spec):
+    if spec["kind"] == "memory":
+        _, step = _step_fn(spec["builder"], spec["depth"], spec["batch"])
+        before = _status_mb("VmRSS")
+        step()
+        return {"rss_before_mb": before, "peak_mb": _status_mb("VmHWM"), "rss_after_mb": _status_mb("VmRSS")}
+    steps = {name: _step_fn(b, d, spec["batch"])[1] for name, (b, d) in NETWORKS.items()}
+    for step in steps.values():
+        step()                                   # warm-up
+    times = {name: [] for name in steps}
+    for _ in range(spec["repeats"]):
+        for name, step in steps.items():
+            times[name].append(_timed(step))
+    return {name: {"median_s": statistics.median(t), "all_s": t} for name, t in times.items()}
+
+
+def run_child(spec, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def read_run(run_dir):
+    with open(Path(run_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{run_dir}/metrics.csv has no epochs yet")
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5, help="A B pairs of training steps (default 5)")
+    p.add_argument("--runs", nargs=2, metavar=("DENSENET_RUN", "RESNET_RUN"),
+                   help="two finished tinydense train runs to report test accuracy from")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+
+    import tinydense
+    from tinydense import models
+
+    print(f"batch {args.batch}, 32x32, float32, {args.threads} threads, tinydense {tinydense.__version__}")
+    costs = {}
+    for name, (builder, depth) in NETWORKS.items():
+        s = tinydense.summary(getattr(models, builder)(depth), (3, 32, 32))
+        costs[name] = (s.total_params, s.total_macs)
+    times = run_child({"kind": "time", "batch": args.batch, "repeats": args.repeats}, args.threads)
+    memory = {name: run_child({"kind": "memory", "builder": b, "depth": d, "batch": args.batch}, args.threads)
+              for name, (b, d) in NETWORKS.items()}
+    print(f"{'network':<30} {'parameters':>11} {'MACs/image':>11} {'step (median)':>14} "
+          f"{'MB before':>10} {'peak MB':>8} {'MB after':>9}")
+    for name in NETWORKS:
+        params, macs = costs[name]
+        m = memory[name]
+        print(f"{name:<30} {params:>11,} {macs / 1e6:>10.0f}M {times[name]['median_s']:>12.2f} s "
+              f"{m['rss_before_mb']:>10.0f} {m['peak_mb']:>8.0f} {m['rss_after_mb']:>9.0f}")
+    (a, b) = NETWORKS
+    print(f"step-time ratio {a.split()[0]} / {b.split()[0]}: {times[a]['median_s'] / times[b]['median_s']:.2f} "
+          f"(medians of {args.repeats} alternating pairs: {json.dumps({n: [round(t, 2) for t in v['all_s']] for n, v in times.items()})})")
+    if args.runs:
+        for name, run in zip(NETWORKS, args.runs):
+            rows = read_run(run)
+            accs = ", ".join(f"{float(r['test_acc']):.1%}" for r in rows)
+            print(f"{name}: test accuracy per epoch ({run}): {accs}; final {float(rows[-1]['test_acc']):.2%}")
+
+
+if __name__ == "__main__":
+    main()
