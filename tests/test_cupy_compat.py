@@ -60,3 +60,30 @@ def test_tinydense_imports_with_cupy_present():
     assert tinydense.backend.cupy is cupy
     assert tinydense.backend.get_array_module(tinydense.tensor([1.0]).data).__name__ == "numpy"
     assert tinydense.cuda.is_available() == tinydense.backend.cuda_available()
+
+
+def _gpu_kernels():
+    """Every backend.GPUKernel defined at the top level of a tinydense module."""
+    import importlib
+
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = "tinydense." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        module = importlib.import_module(name.removesuffix(".__init__"))
+        for attr, value in vars(module).items():
+            if isinstance(value, tinydense.backend.GPUKernel):
+                found[f"{module.__name__}.{attr}"] = value
+    return found
+
+
+def test_every_gpu_kernel_is_a_valid_cupy_kernel():
+    """CuPy parses a kernel's parameters when it is made (no GPU needed; the C body is
+    compiled on first use, on a GPU: benchmarks/gpu_parity.py runs them there)."""
+    kernels = _gpu_kernels()
+    assert "tinydense.ops.bn_relu._RELU_AFFINE" in kernels, sorted(kernels)
+    for where, k in kernels.items():
+        made = cupy.ElementwiseKernel(k.in_params, k.out_params, k.body, k.name)
+        declared = {p.split()[-1] for p in (k.in_params + "," + k.out_params).split(",")}
+        for out_name in (p.split()[-1] for p in k.out_params.split(",")):
+            assert f"{out_name} =" in k.body, f"{where} never writes its output {out_name}"
+        assert made.name == k.name and declared, where

@@ -119,6 +119,26 @@ def module_for(device: str):
     return cupy if check_device(device) == "cuda" else np
 
 
+# --- GPU kernels -----------------------------------------------------------
+
+class GPUKernel:
+    """An element-wise CUDA kernel, written beside the NumPy code of the op it speeds up
+    and compiled by CuPy the first time a GPU array reaches it (``cupy.ElementwiseKernel``:
+    ``in_params``, ``out_params`` and a C ``body`` run once per element, with broadcasting).
+    On the CPU the op runs its NumPy lines instead; ``op(...)`` on a GPU array only."""
+
+    def __init__(self, in_params, out_params, body, name):
+        self.in_params, self.out_params, self.body, self.name = in_params, out_params, body, name
+        self._kernel = None
+
+    def __call__(self, *args):
+        if self._kernel is None:
+            if cupy is None:
+                raise RuntimeError(f"{self.name} is a GPU kernel: it needs CuPy arrays")
+            self._kernel = cupy.ElementwiseKernel(self.in_params, self.out_params, self.body, self.name)
+        return self._kernel(*args)
+
+
 # --- random numbers -------------------------------------------------------
 # Every random draw tinydense makes (weight init, dropout masks, data
 # shuffling and augmentation) comes from these generators, so that

@@ -58,6 +58,12 @@ def channel_major(x):
     return copy
 
 
+# GPU: z = relu(s*v + t) in one pass over v (NumPy: multiply, add, maximum, three passes)
+_RELU_AFFINE = backend.GPUKernel("T v, T s, T t", "T z", "z = max(v * s + t, (T)0)", "tinydense_relu_affine")
+# GPU: the ReLU's mask [s*v + t > 0] in one pass (NumPy: the three above and a comparison)
+_RELU_OPEN = backend.GPUKernel("T v, T s, T t", "T m", "m = v * s + t > (T)0 ? (T)1 : (T)0", "tinydense_relu_open")
+
+
 def can_fold(scale):
     """Whether the folded form applies: every scale > 0. On a GPU, reading that answer would
     make the CPU wait for every queued kernel (a host-device synchronisation in the middle of
@@ -88,6 +94,8 @@ class ReluAffine:
         xp = backend.get_array_module(v)
         if self.folded:
             return xp.maximum(v, column(self.c), out=out)
+        if backend.device_of(v) == "cuda":
+            return _RELU_AFFINE(v, column(self.s).astype(v.dtype, copy=False), column(self.t).astype(v.dtype, copy=False), out)
         xp.multiply(v, column(self.s), out=out)
         out += column(self.t)
         return xp.maximum(out, 0, out=out)
@@ -113,6 +121,8 @@ class ReluAffine:
         xp = backend.get_array_module(v)
         if self.folded:
             return xp.greater(v, column(self.c), out=out)
+        if backend.device_of(v) == "cuda":
+            return _RELU_OPEN(v, column(self.s).astype(v.dtype, copy=False), column(self.t).astype(v.dtype, copy=False), out)
         return xp.greater(self.inputs(v, out), 0, out=out)
 
     def gradients(self, d, v):
