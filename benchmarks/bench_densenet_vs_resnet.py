@@ -12,7 +12,9 @@ each network in a fresh child: resident memory with the model and batch built, t
 during one step (VmHWM), and the resident memory after it. The peak is reached inside
 backward, when the activations kept for backward and the gradients being made are alive
 together; after the step only the weights, their gradients and the optimizer's momentum
-remain (plus what the allocator keeps), so memory read after a step is not the peak.
+are in use (lesson 10 counts those bytes with tracemalloc), yet the resident memory stays
+near the peak because the allocator and tinydense's pool keep what was freed for the next
+step: neither number read after a step is the step's peak, which only VmHWM records.
 With ``--runs`` it also prints the test accuracy per epoch of two finished ``tinydense train``
 runs (same schedule), from their metrics.csv.
 """
@@ -28,41 +30,26 @@ import sys
 import time
 from pathlib import Path
 
-from bench_train import _batch, _status_mb, _timed
+from bench_train import _status_mb, _timed, step_for
 
 NETWORKS = {"DenseNet-BC-100 (k=12)": ("densenet_bc", 100), "ResNet-164 (pre-activation)": ("preact_resnet", 164)}
 
 
 def _step_fn(builder, depth, batch):
-    import numpy as np
-
     import tinydense
-    import tinydense.functional as F
     from tinydense import models
-    from tinydense.optim import SGD
 
     tinydense.manual_seed(0)
-    model = getattr(models, builder)(depth)
-    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    x_np, y_np = _batch(np, batch)
-    x = tinydense.tensor(x_np)
-
-    def step():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y_np)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-    return model, step
+    return step_for(getattr(models, builder)(depth), batch)[0]
 
 
 def child(spec):
     if spec["kind"] == "memory":
-        _, step = _step_fn(spec["builder"], spec["depth"], spec["batch"])
+        step = _step_fn(spec["builder"], spec["depth"], spec["batch"])
         before = _status_mb("VmRSS")
         step()
         return {"rss_before_mb": before, "peak_mb": _status_mb("VmHWM"), "rss_after_mb": _status_mb("VmRSS")}
-    steps = {name: _step_fn(b, d, spec["batch"])[1] for name, (b, d) in NETWORKS.items()}
+    steps = {name: _step_fn(b, d, spec["batch"]) for name, (b, d) in NETWORKS.items()}
     for step in steps.values():
         step()                                   # warm-up
     times = {name: [] for name in steps}

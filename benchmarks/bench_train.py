@@ -67,15 +67,24 @@ def _batch(np, batch, seed=0):
 
 
 def _tinydense_step_fn(depth, efficient, batch):
+    import tinydense
+    from tinydense.models import densenet_bc
+
+    tinydense.manual_seed(0)
+    model = densenet_bc(depth, memory_efficient=efficient)
+    step, x = step_for(model, batch)
+    return step, _evaluator(model, x, tinydense.no_grad)
+
+
+def step_for(model, batch):
+    """(step, x): one training step of ``model`` on a fixed random batch (forward, cross-entropy,
+    backward, SGD with Nesterov momentum and weight decay), and that batch."""
     import numpy as np
 
     import tinydense
     import tinydense.functional as F
-    from tinydense.models import densenet_bc
     from tinydense.optim import SGD
 
-    tinydense.manual_seed(0)
-    model = densenet_bc(depth, memory_efficient=efficient)
     optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
     x_np, y_np = _batch(np, batch)
     x = tinydense.tensor(x_np)
@@ -87,7 +96,7 @@ def _tinydense_step_fn(depth, efficient, batch):
         optimizer.step()
         return loss.item()
 
-    return step, _evaluator(model, x, tinydense.no_grad)
+    return step, x
 
 
 def _evaluator(model, x, no_grad):
