@@ -217,3 +217,30 @@ def test_fused_ops_far_from_zero_are_as_accurate_as_the_textbook_ops(model_fn):
         plain_error, fused_error = _fused_and_plain_errors(model_fn, far_from_zero(1e4, seed, (16, 3, 8, 8))[0], seed)
         assert plain_error[0] < 1e-3, plain_error                   # the output: no mask to flip
         assert np.all(fused_error <= 2 * plain_error + 1e-6), (plain_error, fused_error)
+
+
+def test_on_a_gpu_the_affine_map_and_its_mask_go_to_one_kernel_each(monkeypatch):
+    """The GPU branch's wiring, with each kernel replaced by what its C body computes:
+    arguments (v, s, t, out) in that order, s and t cast to v's dtype, the result in out."""
+    seen = []
+
+    def fake(body):
+        def kernel(v, s, t, out):
+            seen.append((v.dtype, s.dtype, t.dtype, s.shape, out is not None))
+            out[...] = body(v, s, t)
+            return out
+        return kernel
+    monkeypatch.setattr(bn_relu.backend, "device_of", lambda array: "cuda")
+    monkeypatch.setattr(bn_relu, "_RELU_AFFINE", fake(lambda v, s, t: np.maximum(v * s + t, 0)))
+    monkeypatch.setattr(bn_relu, "_RELU_OPEN", fake(lambda v, s, t: (v * s + t > 0).astype(v.dtype)))
+    rng = np.random.default_rng(5)
+    s, t = 0.5 + rng.random(3), rng.standard_normal(3)          # float64, as batch norm's may be
+    v = rng.standard_normal((3, 8)).astype(np.float32)
+    a = bn_relu.ReluAffine(s, t)
+    assert not a.folded                                       # positive scales, yet unfolded on a GPU
+    z = a.inputs(v, out=np.empty_like(v))
+    m = a.open(v, out=np.empty_like(v))
+    want = s[:, None] * v + t[:, None]
+    np.testing.assert_allclose(z, np.maximum(want, 0), rtol=1e-6)
+    np.testing.assert_array_equal(m, want > 0)
+    assert seen == [(np.float32, np.float32, np.float32, (3, 1), True)] * 2

@@ -85,6 +85,10 @@ class ReluAffine:
         self.folded = can_fold(s) if folded is None else folded
         self.c = -t / s if self.folded else xp.zeros_like(s)
 
+    def _columns(self, dtype):
+        """s and t as (C, 1) columns of ``dtype``: a GPU kernel's arguments share one type."""
+        return column(self.s).astype(dtype, copy=False), column(self.t).astype(dtype, copy=False)
+
     def rows(self, lo, hi):
         """The same map for rows lo..hi-1 only (folded or not as the whole is)."""
         return ReluAffine(self.s[lo:hi], self.t[lo:hi], self.folded)
@@ -95,7 +99,7 @@ class ReluAffine:
         if self.folded:
             return xp.maximum(v, column(self.c), out=out)
         if backend.device_of(v) == "cuda":
-            return _RELU_AFFINE(v, column(self.s).astype(v.dtype, copy=False), column(self.t).astype(v.dtype, copy=False), out)
+            return _RELU_AFFINE(v, *self._columns(v.dtype), out)
         xp.multiply(v, column(self.s), out=out)
         out += column(self.t)
         return xp.maximum(out, 0, out=out)
@@ -122,7 +126,7 @@ class ReluAffine:
         if self.folded:
             return xp.greater(v, column(self.c), out=out)
         if backend.device_of(v) == "cuda":
-            return _RELU_OPEN(v, column(self.s).astype(v.dtype, copy=False), column(self.t).astype(v.dtype, copy=False), out)
+            return _RELU_OPEN(v, *self._columns(v.dtype), out)
         return xp.greater(self.inputs(v, out), 0, out=out)
 
     def gradients(self, d, v):
