@@ -23,14 +23,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from bench_train import _status_mb, _timed, step_for
+from bench_train import _status_mb, _timed, run_child, step_for
 
 NETWORKS = {"DenseNet-BC-100 (k=12)": ("densenet_bc", 100), "ResNet-164 (pre-activation)": ("preact_resnet", 164)}
 
@@ -57,15 +53,6 @@ def child(spec):
         for name, step in steps.items():
             times[name].append(_timed(step))
     return {name: {"median_s": statistics.median(t), "all_s": t} for name, t in times.items()}
-
-
-def run_child(spec, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def read_run(run_dir):
@@ -97,8 +84,9 @@ def main(argv=None):
     for name, (builder, depth) in NETWORKS.items():
         s = tinydense.summary(getattr(models, builder)(depth), (3, 32, 32))
         costs[name] = (s.total_params, s.total_macs)
-    times = run_child({"kind": "time", "batch": args.batch, "repeats": args.repeats}, args.threads)
-    memory = {name: run_child({"kind": "memory", "builder": b, "depth": d, "batch": args.batch}, args.threads)
+    times = run_child({"kind": "time", "batch": args.batch, "repeats": args.repeats}, args.threads, script=__file__)
+    memory = {name: run_child({"kind": "memory", "builder": b, "depth": d, "batch": args.batch}, args.threads,
+                                script=__file__)
               for name, (b, d) in NETWORKS.items()}
     print(f"{'network':<30} {'parameters':>11} {'MACs/image':>11} {'step (median)':>14} "
           f"{'MB before':>10} {'peak MB':>8} {'MB after':>9}")

@@ -267,13 +267,14 @@ def _hot_spots(stats, n=14):
 
 # --- parent side -----------------------------------------------------------------------
 
-def run_child(spec, threads, env_extra=None):
+def run_child(spec, threads, env_extra=None, script=__file__):
+    """Run ``script --child SPEC`` in a fresh process with ``threads`` BLAS threads; its last line's JSON."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     env.update(env_extra or {})
     spec = dict(spec, threads=threads)
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
+    proc = subprocess.run([sys.executable, script, "--child", json.dumps(spec)], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-3000:]}")

@@ -36,6 +36,7 @@ from tinydense.training import evaluate, load_model, plural
 from exercises import check_long_range_share, passed
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
+DATA = os.environ.get("TINYDENSE_DATA") or Path("..") / "data"   # as in the training lesson
 DEPTH, GROWTH = 40, 12
 td.manual_seed(0)
 
@@ -90,8 +91,7 @@ if checkpoint.exists() and not FAST:
     bc_label = "trained for 3 epochs in the training lesson"
     print("DenseNet-BC: loaded the training lesson's model from", checkpoint)
 else:
-    data = os.environ.get("TINYDENSE_DATA") or Path("..") / "data"      # as in the training lesson
-    train_set = load_cifar("cifar10", root=data, train=True, download=True).head(64 if FAST else 5085)
+    train_set = load_cifar("cifar10", root=DATA, train=True, download=True).head(64 if FAST else 5085)
     mean, std = train_set.channel_stats()
     loader = DataLoader(train_set, 32 if FAST else 64, shuffle=True, augment=True, mean=mean, std=std)
     optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
@@ -305,10 +305,9 @@ if paper_model is not None:
     reuse_model, reuse_label, stats = paper_model, f"the paper's DenseNet-40 ({paper_epochs} epochs)", paper_state["data"]
 else:
     reuse_model, reuse_label = model, f"DenseNet-BC, {bc_label} (NOT the paper's network)"
-    stats = dict(zip(("mean", "std"), load_cifar("cifar10", root=os.environ.get("TINYDENSE_DATA") or Path("..") / "data",
-                                                  train=True, download=True).head(64 if FAST else 5085).channel_stats()))
-test_set = load_cifar("cifar10", root=os.environ.get("TINYDENSE_DATA") or Path("..") / "data", train=False,
-                      download=True).head(64 if FAST else 1017)
+    train_images = load_cifar("cifar10", root=DATA, train=True, download=True).head(64 if FAST else 5085)
+    stats = dict(zip(("mean", "std"), train_images.channel_stats()))
+test_set = load_cifar("cifar10", root=DATA, train=False, download=True).head(64 if FAST else 1017)
 test_loader = DataLoader(test_set, 128, mean=stats["mean"], std=stats["std"])
 ablation_rng = np.random.default_rng(0)
 
