@@ -38,9 +38,12 @@ The convolutions with k x k kernels are ops/conv.py's ``Conv2d``, whose forward
 this op runs and whose backward it calls from its own: not through autograd,
 because a recorded graph would keep the convolution's input alive, and that
 input is a scratch array. The 1x1 convolutions are one matrix product each
-over the channel-major matrix (ops/channel_major.py, ops/bn_relu_fold.py). In eval mode v is x itself and
-each layer folds its running statistics into its affine map. Every phase of a
-layer shares its work among threads (ops/parallel.py).
+over the channel-major matrix (ops/channel_major.py, ops/bn_relu_fold.py). In
+eval mode v is x itself and each layer folds its running statistics into its
+affine map. Every phase of a layer shares its work among threads (ops/parallel.py).
+
+(Over 400 lines, as one op: its forward, its backward and the per-layer steps
+they run read together, with the records of what a layer is given and keeps.)
 """
 from __future__ import annotations
 
