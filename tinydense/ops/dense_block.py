@@ -240,8 +240,9 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
         E = memory.scratch(bottleneck.shape, X.dtype, like=X)
         b = as_matrix(bottleneck)
 
-        def bn2(i, lo, hi):           # channels lo..hi-1 of the bottleneck: dropout, centred in place (training),
-            if drop_bottleneck is not None:                                              # conv2's input
+        def bn2(i, lo, hi):
+            """Channels lo..hi-1 of the bottleneck: dropout, centred in place (training), conv2's input."""
+            if drop_bottleneck is not None:
                 bottleneck[lo:hi] *= drop_bottleneck.transpose(1, 0, 2, 3)[lo:hi]
             stats2 = centre_rows(b[lo:hi], out=b[lo:hi]) if training else (None, None)
             s2, t2, _ = batch_norm_affine(weight2[lo:hi], bias2[lo:hi], norm2.running_mean[lo:hi],
@@ -336,8 +337,9 @@ def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
         sum_d2, sum_dv2 = a2.dv_sums(du2)
         invstd2 = saved.to_xhat2[1]
 
-        def to_db(i, lo, hi):                  # dL/dv2 -> dL/d(bottleneck) (through bn2's statistics), dropout's
-            d = as_matrix(d2)[lo:hi]                                                                # backward
+        def to_db(i, lo, hi):
+            """dL/dv2 -> dL/d(bottleneck) (through bn2's statistics), then dropout's backward."""
+            d = as_matrix(d2)[lo:hi]
             a2.slice_rows(lo, hi).to_dv(d)
             if stats is not None:
                 statistics_backward(d, bh[lo:hi], (sum_d2[lo:hi], (invstd2 * invstd2 * sum_dv2)[lo:hi]), R)
