@@ -22,7 +22,21 @@ from .senet import (SqueezeExcite, cifar_se_resnet18, cifar_se_resnet34, cifar_s
 from .vgg import (VGG, cifar_vgg11_bn, cifar_vgg16_bn, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                   vgg19_bn)
 
+from .weights import with_weights
+
 resnet = preact_resnet        # the name `tinydense train --model resnet` and lesson 6 use
+
+# torchvision's published weights, e.g. densenet121(weights="IMAGENET1K_V1") (models/weights.py)
+alexnet, googlenet = with_weights(alexnet), with_weights(googlenet)
+vgg11, vgg11_bn, vgg13, vgg13_bn = (with_weights(b) for b in (vgg11, vgg11_bn, vgg13, vgg13_bn))
+vgg16, vgg16_bn, vgg19, vgg19_bn = (with_weights(b) for b in (vgg16, vgg16_bn, vgg19, vgg19_bn))
+resnet18, resnet34, resnet50, resnet101, resnet152 = (with_weights(b) for b in (resnet18, resnet34, resnet50,
+                                                                                 resnet101, resnet152))
+resnext50_32x4d, resnext101_32x8d, resnext101_64x4d = (with_weights(b) for b in (resnext50_32x4d, resnext101_32x8d,
+                                                                                 resnext101_64x4d))
+wide_resnet50_2, wide_resnet101_2 = with_weights(wide_resnet50_2), with_weights(wide_resnet101_2)
+densenet121, densenet161, densenet169, densenet201 = (with_weights(b) for b in (densenet121, densenet161,
+                                                                                densenet169, densenet201))
 
 __all__ = ["AlexNet", "BasicBlock", "Bottleneck", "DenseBlock", "DenseLayer", "DenseNet", "EfficientDenseBlock",
            "EfficientTransition", "GoogLeNet",
