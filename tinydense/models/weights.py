@@ -23,7 +23,7 @@ Without network the error is one line: what to download and where to put it.
 (e.g. ``num_classes=10`` for your fine-tuned CIFAR model); a name, like
 ``"IMAGENET1K_V1"``, is one of torchvision's and needs the 1000 ImageNet classes.
 
-Fine-tuning on CIFAR-10 (lesson 10): load, then replace the classifier and freeze
+Fine-tuning, e.g. on CIFAR-10: load, then replace the classifier and freeze
 the rest; SGD skips a parameter without a gradient, and backward gives none to a
 tensor with ``requires_grad=False``:
 
