@@ -200,6 +200,9 @@ def test_forward_and_backward_shapes(block):
     assert m.layer1[0].se.fc1.weight.grad.any() and m.layer4[0].se.fc2.bias.grad.any()
     with td.no_grad():
         assert build("cifar_se_resnet18").eval()(td.tensor(np.zeros((1, 3, 8, 8), np.float32))).shape == (1, 10)
+    # bad input is named after the main path's layers, not the SE block's 1x1 convs
+    with pytest.raises(ValueError, match=r"single value per channel \(1x1 after layer4.1.conv2, batch of 1\)"):
+        build("cifar_se_resnet18").train()(td.tensor(np.zeros((1, 3, 8, 8), np.float32)))
 
 
 def test_gradcheck_narrow_se_resnet_in_train_mode():

@@ -212,10 +212,12 @@ class ResNet(Module):
 
     def size_changing_layers(self):
         """(name, layer) of the stem and of every conv on the main path, in order
-        (the downsample shortcuts run in parallel with them)."""
+        (the downsample shortcuts run in parallel with them; the convs of an attention
+        gate run on its 1x1 pooled image)."""
         out = [("conv1", self.conv1)] + ([("maxpool", self.maxpool)] if isinstance(self.maxpool, MaxPool2d) else [])
         return out + [(n, m) for n, m in self.named_modules()
-                      if isinstance(m, Conv2d) and n.startswith("layer") and ".downsample." not in n]
+                      if isinstance(m, Conv2d) and n.startswith("layer") and ".downsample." not in n
+                      and ".se." not in n]
 
     def forward(self, x):
         """x (N, in_channels, H, W) -> class scores (N, num_classes)."""
