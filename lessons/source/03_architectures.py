@@ -575,8 +575,8 @@ print(f"the scale r * s (elementwise, which summary counts as 0): {scale:,} more
 # multiply-adds depending on whether the elementwise scale is counted: the paper's 0.26% lies
 # between (it counts from its own ResNet-50 of 3.86 G, the original one with the stride in the
 # first 1x1 convolution; torchvision's has it in the 3x3 and costs 4.09 G). For that price the
-# paper reports about 1.5 points less top-1 error on ImageNet. The reduction to $C/16$ is
-# rounded as timm rounds it (to a multiple of 8, at least 8): the basic blocks of
+# paper reports a lower ImageNet error for every network it added SE blocks to. The reduction to
+# $C/16$ is rounded as timm rounds it (to a multiple of 8, at least 8): the basic blocks of
 # `se_resnet18` at 64 channels squeeze to 8, not 4.
 #
 # The **backward pass of the scale** is the broadcast multiply's (`Mul` in
