@@ -100,9 +100,10 @@ def _remove_empty(directories) -> None:
             break
 
 
-def _fetch(url, f, progress, label) -> str:
-    """Copy ``url`` into the open file ``f``; return the MD5 hex digest."""
-    md5 = hashlib.md5()
+def _fetch(url, f, progress, label, algorithm="md5") -> str:
+    """Copy ``url`` into the open file ``f``; return its hex digest (MD5, or ``algorithm``:
+    hashlib's name, e.g. "sha256" for PyTorch's weight files, models/weights.py)."""
+    hasher = hashlib.new(algorithm)
     with urllib.request.urlopen(url, timeout=60) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length else None
@@ -111,12 +112,12 @@ def _fetch(url, f, progress, label) -> str:
                   desc=f"downloading {label}", disable=not progress) as bar:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
-                md5.update(chunk)
+                hasher.update(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
     if total is not None and received != total:
         raise DownloadError(f"the download of {url} stopped after {received} of {total} bytes")
-    return md5.hexdigest()
+    return hasher.hexdigest()
 
 
 def safe_extract(archive, dest) -> None:

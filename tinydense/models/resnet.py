@@ -29,6 +29,12 @@ The paper's Table 1, for 224x224 images:
     layer4   7x7      blocks of planes 512, the first with stride 2
     avgpool, fc       global average pool, Linear(512 * expansion, num_classes)
 
+``attention``: a block can gate what it computes before the addition,
+out = relu(attention(F(x)) + x). ``attention`` is a function channels -> Module
+(or None, the default: no gate); SENet passes its squeeze-and-excitation
+block this way (senet.py), registered as ``se`` between the block's last BN
+and its shortcut, as timm names it.
+
 The CIFAR variants (``cifar_resnet18`` ...) replace the stem by one 3x3
 conv with stride 1 and no max pool, as commonly done for 32x32 images
 (the stages then run at 32, 16, 8 and 4 pixels); every name stays.
@@ -63,7 +69,8 @@ class BasicBlock(Module):
     """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), two 3x3 convs of ``planes`` channels."""
     expansion = 1
 
-    def __init__(self, in_channels, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1):
+    def __init__(self, in_channels, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
+                 attention=None):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock supports only groups=1 and base_width=64, got groups={groups}, "
@@ -75,6 +82,7 @@ class BasicBlock(Module):
         self.relu = ReLU()
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = BatchNorm2d(planes)
+        self.se = attention(planes) if attention else None
         self.downsample = downsample
         self.stride = stride
 
@@ -83,7 +91,10 @@ class BasicBlock(Module):
 
     def forward(self, x):
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.residual(x) + shortcut)
+        out = self.residual(x)
+        if self.se is not None:                  # the attention gate (SENet), when there is one
+            out = self.se(out)
+        return self.relu(out + shortcut)
 
 
 class Bottleneck(Module):
@@ -92,7 +103,8 @@ class Bottleneck(Module):
     (torchvision's "ResNet v1.5")."""
     expansion = 4
 
-    def __init__(self, in_channels, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1):
+    def __init__(self, in_channels, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
+                 attention=None):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = conv1x1(in_channels, width)
@@ -102,6 +114,7 @@ class Bottleneck(Module):
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = BatchNorm2d(planes * self.expansion)
         self.relu = ReLU()
+        self.se = attention(planes * self.expansion) if attention else None
         self.downsample = downsample
         self.stride = stride
 
@@ -128,10 +141,13 @@ class ResNet(Module):
     widths:            planes of the four stages (torchvision: 64, 128, 256, 512; smaller
                        values give narrow models for tests); the stem has widths[0] channels
     stem:              "imagenet" (7x7/2 conv, 3x3/2 max pool) or "cifar" (3x3 conv, no pool)
+    attention:         None, or a function channels -> Module that every block applies to its
+                       residual before the addition (SENet's squeeze-and-excitation, senet.py)
     """
 
     def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1, width_per_group=64,
-                 replace_stride_with_dilation=None, widths=(64, 128, 256, 512), stem="imagenet", in_channels=3):
+                 replace_stride_with_dilation=None, widths=(64, 128, 256, 512), stem="imagenet", in_channels=3,
+                 attention=None):
         super().__init__()
         block = BLOCKS.get(block, block)
         if block not in (BasicBlock, Bottleneck):
@@ -147,6 +163,7 @@ class ResNet(Module):
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"ResNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
         self.in_channels, self.groups, self.base_width, self.dilation = in_channels, groups, width_per_group, 1
+        self.attention = attention
         self.inplanes = widths[0]
         if stem == "imagenet":
             self.conv1 = Conv2d(in_channels, self.inplanes, 7, stride=2, padding=3, bias=False)
@@ -185,19 +202,22 @@ class ResNet(Module):
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
                                     BatchNorm2d(planes * block.expansion))
-        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation)]
+        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation,
+                        attention=self.attention)]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
             layers.append(block(self.inplanes, planes, groups=self.groups, base_width=self.base_width,
-                                dilation=self.dilation))
+                                dilation=self.dilation, attention=self.attention))
         return Sequential(*layers)
 
     def size_changing_layers(self):
         """(name, layer) of the stem and of every conv on the main path, in order
-        (the downsample shortcuts run in parallel with them)."""
+        (the downsample shortcuts run in parallel with them; the convs of an attention
+        gate run on its 1x1 pooled image)."""
         out = [("conv1", self.conv1)] + ([("maxpool", self.maxpool)] if isinstance(self.maxpool, MaxPool2d) else [])
         return out + [(n, m) for n, m in self.named_modules()
-                      if isinstance(m, Conv2d) and n.startswith("layer") and ".downsample." not in n]
+                      if isinstance(m, Conv2d) and n.startswith("layer") and ".downsample." not in n
+                      and ".se." not in n]
 
     def forward(self, x):
         """x (N, in_channels, H, W) -> class scores (N, num_classes)."""

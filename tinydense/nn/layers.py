@@ -106,6 +106,14 @@ class ReLU(Module):
         return F.relu(x)
 
 
+class Sigmoid(Module):
+    """1 / (1 + e^-x), elementwise, in (0, 1): a gate (SENet's excitation). The op, with its
+    backward, is ``Sigmoid`` in ops/arithmetic.py."""
+
+    def forward(self, x):
+        return x.sigmoid()
+
+
 class _Pool2d(Module):
     """What the window poolings share: kernel_size, stride (default: kernel_size), padding,
     ceil_mode (round the output size up, PyTorch's rule), checked as ops/geometry.py checks
