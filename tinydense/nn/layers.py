@@ -102,7 +102,12 @@ class BatchNorm2d(Module):
 
 
 class ReLU(Module):
-    """max(x, 0), elementwise."""
+    """max(x, 0), elementwise. ``inplace=True`` is accepted for PyTorch code and changes
+    nothing: tinydense always returns a new array (the graph keeps the input it saved)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = bool(inplace)
 
     def forward(self, x):
         return F.relu(x)

@@ -16,6 +16,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, Tensor
 from .arithmetic import normalize_axis
+from .dims import axis_or_dim
 
 
 def _log_softmax(z, axis):
@@ -57,9 +58,10 @@ class CrossEntropy(Function):
         return grad * (g / N), None
 
 
-def log_softmax(x, axis=-1):
-    """log(softmax(x)) along ``axis`` (negative counts from the end), computed stably."""
+def log_softmax(x, dim=None, axis=None):
+    """log(softmax(x)) along ``dim`` or ``axis`` (default -1; negative counts from the end), computed stably."""
     ndim = len((x.data if isinstance(x, Tensor) else x).shape)
+    axis = axis_or_dim(axis, dim, "log_softmax", default=-1)
     return LogSoftmax.apply(x, axis=normalize_axis(axis, ndim, "log_softmax"))
 
 
