@@ -280,13 +280,13 @@ def argmax(input, dim=None, keepdim=False) -> Tensor:
     """Index of the largest value (of the flattened tensor without ``dim``); int64, no gradient."""
     if dim is None:
         return Tensor(np.int64(input.data.argmax()))
-    return select.max_along(input, dim, keepdim).indices
+    return select.max_along(input, dim, keepdim, op="argmax").indices
 
 
 def argmin(input, dim=None, keepdim=False) -> Tensor:
     if dim is None:
         return Tensor(np.int64(input.data.argmin()))
-    return select.min_along(input, dim, keepdim).indices
+    return select.min_along(input, dim, keepdim, op="argmin").indices
 
 
 def matmul(input, other) -> Tensor:

@@ -74,14 +74,14 @@ def _pick(input, dim, keepdim, arg, op):
     return ValuesIndices(values, Tensor(idx.astype("int64")))
 
 
-def max_along(input, dim, keepdim=False):
-    """(values, indices) of the maxima along ``dim``."""
-    return _pick(input, dim, keepdim, lambda a, axis: a.argmax(axis=axis), "max")
+def max_along(input, dim, keepdim=False, op="max"):
+    """(values, indices) of the maxima along ``dim`` (``op`` names the caller in errors)."""
+    return _pick(input, dim, keepdim, lambda a, axis: a.argmax(axis=axis), op)
 
 
-def min_along(input, dim, keepdim=False):
+def min_along(input, dim, keepdim=False, op="min"):
     """(values, indices) of the minima along ``dim``."""
-    return _pick(input, dim, keepdim, lambda a, axis: a.argmin(axis=axis), "min")
+    return _pick(input, dim, keepdim, lambda a, axis: a.argmin(axis=axis), op)
 
 
 def topk(input, k, dim=-1, largest=True, sorted=True):
