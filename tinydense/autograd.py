@@ -91,6 +91,14 @@ class Function:
         return result
 
 
+def Variable(tensor, requires_grad=False):
+    """PyTorch before 0.4 wrapped tensors in Variables to record graphs; old scripts still
+    write ``Variable(x)``. A Tensor records its graph itself: this returns the tensor."""
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
+
+
 class FunctionCtx:
     """PyTorch's ``ctx``: what a Function written PyTorch's way keeps for its backward.
 
