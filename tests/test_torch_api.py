@@ -131,8 +131,11 @@ def test_softmax_topk_where_clamp_values():
     assert a.grad.tolist() == [1.0, 0.0] and b.grad.tolist() == [1.0]
 
 
-def test_matmul_exp_log_sqrt():
+def test_matmul_exp_log_sqrt_abs():
     a = T([[1.0, 2.0], [3.0, 4.0]])
+    x = T([-2.0, 3.0], grad=True)
+    (abs(x) * T([1.0, 10.0])).sum().backward()          # d|x|/dx = sign(x)
+    assert torch.abs(x).tolist() == [2.0, 3.0] and x.grad.tolist() == [-1.0, 10.0]
     np.testing.assert_allclose(torch.matmul(a, a).numpy(), a.numpy() @ a.numpy())
     np.testing.assert_allclose(torch.exp(torch.log(a)).numpy(), a.numpy(), rtol=1e-14)
     np.testing.assert_allclose(torch.sqrt(a).numpy(), np.sqrt(a.numpy()), rtol=1e-14)

@@ -5,7 +5,7 @@ Creation: ``tensor`` (autograd.py), ``as_tensor``, ``from_numpy``, ``zeros``/``o
 ``randperm`` (from tinydense's seeded generator: ``manual_seed`` makes them repeat).
 Math: ``cat``, ``stack``, ``flatten``, ``softmax``, ``log_softmax``, ``argmax``/``argmin``,
 ``max``/``min`` (with ``dim``: ``(values, indices)``), ``sum``, ``mean``, ``exp``, ``log``, ``sqrt``,
-``matmul``, ``where``, ``clamp``, ``topk``, ``gather``, ``numel``, ``is_tensor``.
+``matmul``, ``where``, ``clamp``, ``abs``, ``topk``, ``gather``, ``numel``, ``is_tensor``.
 Files: ``save``/``load`` (tinydense's pickle-free checkpoint; ``load`` also reads a PyTorch
 ``.pth`` state_dict through the restricted reader of pth.py).
 
@@ -27,7 +27,7 @@ from .autograd import Tensor
 from .ops import select
 from .ops.arithmetic import MatMul, Max, Mean, Sum, normalize_axis
 from .ops.dims import axis_or_dim
-from .ops.elementwise import clamp, where
+from .ops.elementwise import abs, clamp, where  # noqa: A004
 from .ops.loss import log_softmax
 from .ops.select import gather, topk
 from .ops.shape import cat as _cat
@@ -334,7 +334,7 @@ def load(f, map_location=None, weights_only=True):
     return checkpoint.load(path)
 
 
-__all__ = ["arange", "argmax", "argmin", "as_tensor", "bool", "cat", "clamp", "clip", "device", "double", "empty",
+__all__ = ["abs", "arange", "argmax", "argmin", "as_tensor", "bool", "cat", "clamp", "clip", "device", "double", "empty",
            "empty_like", "exp", "eye", "flatten", "float16", "float32", "float64", "from_numpy", "full", "full_like",
            "gather", "half", "int16", "int32", "int64", "int8", "is_tensor", "linspace", "load", "log",
            "log_softmax", "long", "matmul", "max", "mean", "min", "numel", "ones", "ones_like", "rand", "rand_like",

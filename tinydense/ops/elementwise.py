@@ -1,8 +1,9 @@
-"""Elementwise choices: ``clamp`` and ``where``.
+"""Elementwise choices: ``clamp``, ``where`` and ``abs``.
 
     clamp(x, lo, hi) = min(max(x, lo), hi)  ; dx = g where lo <= x <= hi, else 0 (PyTorch's rule)
     where(c, a, b)   = a where c, else b     ; da = g where c, db = g where not c (each summed
                                                back over the axes broadcasting added)
+    abs(x)           = |x|                   ; dx = g * sign(x)  (0 at x = 0, as PyTorch)
 """
 from __future__ import annotations
 
@@ -37,6 +38,20 @@ class Where(Function):
         ga = unbroadcast(xp.where(self.condition, g, zero), self.shapes[0]) if self.needs_grad[1] else None
         gb = unbroadcast(xp.where(self.condition, zero, g), self.shapes[1]) if self.needs_grad[2] else None
         return None, ga, gb
+
+
+class Abs(Function):
+    def forward(self, x):
+        self.sign = backend.get_array_module(x).sign(x)
+        return x * self.sign
+
+    def backward(self, g):
+        return g * self.sign
+
+
+def abs(input):
+    """|x|, elementwise."""
+    return Abs.apply(input)
 
 
 def clamp(input, min=None, max=None):

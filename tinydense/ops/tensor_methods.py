@@ -19,6 +19,7 @@ from .activation import relu
 from .arithmetic import (Add, Cast, Div, Exp, GetItem, Log, MatMul, Max, Mean, Mul, Neg, Pow, Reshape, Sigmoid,
                          Sub, Sum, Tanh, ToDevice, Transpose, normalize_axis)
 from .dims import axis_or_dim
+from .elementwise import abs as absolute
 from .elementwise import clamp, where
 from .loss import log_softmax
 from .select import gather, max_along, min_along, topk
@@ -431,7 +432,7 @@ TENSOR_METHODS = {
     "eq": _comparison("__eq__"), "ne": _comparison("__ne__"), "lt": _comparison("__lt__"),
     "le": _comparison("__le__"), "gt": _comparison("__gt__"), "ge": _comparison("__ge__"),
     "softmax": softmax_method, "log_softmax": log_softmax_method, "topk": topk_method,
-    "gather": gather_method, "clamp": clamp_method, "clip": clamp_method,
+    "gather": gather_method, "clamp": clamp_method, "clip": clamp_method, "abs": absolute, "__abs__": absolute,
     "zero_": zero_, "fill_": fill_, "copy_": copy_, "add_": add_, "sub_": sub_, "mul_": mul_, "div_": div_,
     "clamp_": clamp_, "normal_": normal_, "uniform_": uniform_,
 }

@@ -143,6 +143,7 @@ def op_cases(seed=0) -> list:
         OpCase("max along dim (gather)", lambda a: a.max(1).values, (normal(3, 4),)),
         OpCase("topk", lambda a: a.topk(2, dim=0).values, (normal(4, 3),)),
         OpCase("clamp", lambda a: a.clamp(-0.5, 0.5), (normal(3, 4),)),
+        OpCase("abs", lambda a: a.abs(), (away_from_zero(3, 4),)),
         OpCase("where (broadcast)", lambda a, b: where(a > 0, a, b), (away_from_zero(2, 3), normal(3))),
         OpCase("expand", lambda a: a.expand(2, 3, 4), (normal(3, 1),)),
         OpCase("clone", lambda a: a.clone() * a, (normal(2, 3),)),
