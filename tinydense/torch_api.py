@@ -144,18 +144,14 @@ def _like(t, dtype, device_name):
     return data.shape, dtype or data.dtype, device_name or backend.device_of(data)
 
 
-def zeros_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape, dtype, where_ = _like(input, dtype, device)
-    return zeros(shape, dtype=dtype, device=where_, requires_grad=requires_grad)
-
-
-def ones_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape, dtype, where_ = _like(input, dtype, device)
-    return ones(shape, dtype=dtype, device=where_, requires_grad=requires_grad)
-
-
-def empty_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad)
+def _like_of(make):
+    """``make`` (zeros, ones, rand, randn) with the shape, and by default the dtype and
+    device, of ``input``."""
+    def like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
+        shape, dtype, where_ = _like(input, dtype, device)
+        return make(shape, dtype=dtype, device=where_, requires_grad=requires_grad)
+    like.__name__, like.__doc__ = f"{make.__name__}_like", f"``{make.__name__}`` shaped like ``input``."
+    return like
 
 
 def full_like(input, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -182,14 +178,8 @@ def randn(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     return _random(lambda g, s, d: g.standard_normal(s, dtype=d), size, dtype, device, requires_grad)
 
 
-def rand_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape, dtype, where_ = _like(input, dtype, device)
-    return rand(shape, dtype=dtype, device=where_, requires_grad=requires_grad)
-
-
-def randn_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape, dtype, where_ = _like(input, dtype, device)
-    return randn(shape, dtype=dtype, device=where_, requires_grad=requires_grad)
+zeros_like, ones_like, rand_like, randn_like = (_like_of(make) for make in (zeros, ones, rand, randn))
+empty_like = zeros_like
 
 
 def randint(low=0, high=None, size=None, dtype=None, device=None) -> Tensor:

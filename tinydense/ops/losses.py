@@ -11,7 +11,7 @@ from __future__ import annotations
 from .. import backend
 from ..autograd import Function, Tensor
 from .loss import cross_entropy as _fused_cross_entropy
-from .loss import log_softmax
+from .loss import check_labels, log_softmax
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -55,28 +55,10 @@ class SquaredError(Function):
         return ga, -ga
 
 
-def _labels(logp, target, op):
-    z = logp.data if isinstance(logp, Tensor) else logp
-    y = target.data if isinstance(target, Tensor) else target
-    xp = backend.get_array_module(z)
-    y = xp.asarray(y)
-    if z.ndim != 2:
-        raise ValueError(f"{op} expects input of shape (N, C), got shape {tuple(z.shape)}")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"{op} needs integer class labels (dtype int64, as PyTorch), got dtype {y.dtype}")
-    if y.shape != (z.shape[0],):
-        raise ValueError(f"{op}: target has shape {tuple(y.shape)} but input has shape {tuple(z.shape)}; "
-                         f"expected target of shape ({z.shape[0]},)")
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= z.shape[1]):
-        raise ValueError(f"{op}: target values must lie in [0, {z.shape[1]}), got values from "
-                         f"{int(y.min())} to {int(y.max())}")
-    return y
-
-
 def nll_loss(input, target, reduction="mean"):
     """Negative log-likelihood of log-probabilities ``input`` (N, C) at integer ``target`` (N,)."""
     _check_reduction(reduction, "nll_loss")
-    return NLL.apply(input, _labels(input, target, "nll_loss"), reduction=reduction)
+    return NLL.apply(input, check_labels(input, target, "nll_loss"), reduction=reduction)
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -98,7 +80,7 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
     if reduction == "mean" and label_smoothing == 0.0:
         return _fused_cross_entropy(input, target)
-    y = _labels(input, target, "cross_entropy")
+    y = check_labels(input, target)
     logp = log_softmax(input, axis=1)
     loss = NLL.apply(logp, y, reduction=reduction)
     if label_smoothing:
