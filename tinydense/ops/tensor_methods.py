@@ -6,6 +6,11 @@ on top of it (ops -> autograd). Each method here is a line that calls an op's
 at the bottom is the one table that attaches them all to ``Tensor``, when
 ``tinydense.ops`` is imported (as DeZero's ``setup_variable`` does). To give
 Tensor a new method that runs an op, write it here and add it to the table.
+
+The second half is PyTorch's Tensor API (``dim=``/``keepdim=``, ``size(d)``, views,
+``max(dim)``, in-place methods ...), so that PyTorch code runs unchanged. That makes this
+module longer than ~400 lines on purpose: one table, one place to look for any method of
+Tensor; each method is a few lines that call an op.
 """
 from __future__ import annotations
 
