@@ -108,8 +108,9 @@ class OpTimer(Patches):
             for method in ("forward", "backward"):
                 if method in cls.__dict__:
                     self._wrap(cls, method, lambda this: type(this).__name__)
-        for method in ("step", "zero_grad"):
-            self._wrap(SGD, method, lambda this: type(this).__name__)
+        for method in ("step", "zero_grad"):      # zero_grad is defined by SGD's base class, Optimizer
+            owner = next(cls for cls in SGD.__mro__ if method in cls.__dict__)
+            self._wrap(owner, method, lambda this: type(this).__name__)
         _TIMERS.append(self)
         return self
 

@@ -243,7 +243,8 @@ BAD_AXES = [
     ("max", lambda: T(X).max(axis=5), r"max: axis 5 is out of range for a 3-D tensor"),
     ("transpose", lambda: T(X).transpose(0, 1, 3), r"transpose: axis 3 is out of range for a 3-D tensor"),
     ("transpose", lambda: T(X).transpose(0, -3, 1), r"transpose: axes \(0, -3, 1\) name dimension 0 of a 3-D tensor twice"),
-    ("transpose", lambda: T(X).transpose(0, 1), r"transpose: axes \(0, 1\) must name each of the 3 dimensions"),
+    ("transpose", lambda: T(X).transpose(0, 1, 2, 0), r"transpose: axes \(0, 1, 2, 0\) name dimension 0"),
+    ("transpose", lambda: T(X).transpose(0, 3), r"transpose: axis 3 is out of range for a 3-D tensor"),  # a swap
     ("cat", lambda: F.cat([T(X), T(X)], axis=-4), r"cat: axis -4 is out of range for a 3-D tensor"),
     ("log_softmax", lambda: F.log_softmax(T(X), axis=3), r"log_softmax: axis 3 is out of range for a 3-D tensor"),
     ("flatten", lambda: T(X).flatten(3), r"flatten start_dim: axis 3 is out of range for a 3-D tensor"),

@@ -79,8 +79,9 @@ def test_state_dict_round_trip_continues_identically():
 def test_load_state_dict_rejects_mismatched_buffers():
     p = _param(np.ones(3), np.ones(3))
     opt = SGD([p], lr=0.1, momentum=0.9)
-    state = opt.state_dict() | {"buffer.0": np.ones(4)}
-    with pytest.raises(ValueError, match=r"buffer.0 has shape \(4,\) but the parameter has shape \(3,\)"):
+    state = opt.state_dict()
+    state["state"]["0"] = {"momentum_buffer": np.ones(4)}
+    with pytest.raises(ValueError, match=r"0.momentum_buffer has shape \(4,\) but the parameter has shape \(3,\)"):
         opt.load_state_dict(state)
     assert opt.buffers == [None]
 

@@ -12,6 +12,7 @@ reverse topological order, applying the chain rule node by node.
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import numpy as np
 
@@ -26,6 +27,17 @@ def no_grad():
     nothing is kept alive for a backward pass that will never come)."""
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    """Within this block the graph is recorded again, even inside ``no_grad``."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
     try:
         yield
     finally:
@@ -57,6 +69,8 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **options):
+        if isinstance(inspect.getattr_static(cls, "forward"), staticmethod):
+            return _apply_with_ctx(cls, inputs, options)          # written PyTorch's way
         tensors = [x if isinstance(x, Tensor) else None for x in inputs]
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         # every array input (Tensors and raw arrays such as running stats or labels)
@@ -75,6 +89,69 @@ class Function:
             fn.inputs = tensors
             result._creator = fn
         return result
+
+
+def Variable(tensor, requires_grad=False):
+    """PyTorch before 0.4 wrapped tensors in Variables to record graphs; old scripts still
+    write ``Variable(x)``. A Tensor records its graph itself: this returns the tensor."""
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
+
+
+class FunctionCtx:
+    """PyTorch's ``ctx``: what a Function written PyTorch's way keeps for its backward.
+
+        class MyReLU(tinydense.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):                      # Tensors in, a Tensor out
+                ctx.save_for_backward(x)
+                return x.clamp(min=0)
+
+            @staticmethod
+            def backward(ctx, grad):                  # a Tensor in, one gradient per input out
+                x, = ctx.saved_tensors
+                return grad * (x > 0)
+
+        y = MyReLU.apply(x)
+
+    Inside both methods no graph is recorded (they compute one node). ``needs_input_grad[i]``
+    says whether input i wants a gradient, like ``needs_grad`` of tinydense's own style,
+    where forward and backward are methods on arrays."""
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+
+class _CtxNode(Function):
+    """The graph node of one call of a PyTorch-style Function: its backward runs the user's."""
+
+    def backward(self, g):
+        with no_grad():
+            grads = self.user_function.backward(self.ctx, Tensor(g))
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        if len(grads) != len(self.inputs):
+            raise TypeError(f"{self.user_function.__name__}.backward returned {len(grads)} gradients for "
+                            f"{len(self.inputs)} inputs (return None for an input that needs none)")
+        return tuple(gx.data if isinstance(gx, Tensor) else gx for gx in grads)
+
+
+def _apply_with_ctx(cls, inputs, options):
+    ctx = FunctionCtx()
+    ctx.needs_input_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+    with no_grad():
+        out = cls.forward(ctx, *inputs, **options)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{cls.__name__}.forward must return a Tensor, got {type(out).__name__}")
+    record = _grad_enabled and any(ctx.needs_input_grad)
+    result = Tensor(out.data, requires_grad=record)
+    if record:
+        node = _CtxNode()
+        node.user_function, node.ctx = cls, ctx
+        node.needs_grad = ctx.needs_input_grad
+        node.inputs = [x if isinstance(x, Tensor) else None for x in inputs]
+        result._creator = node
+    return result
 
 
 class Tensor:

@@ -251,6 +251,72 @@ print("same names after renaming:", list(legacy) == list(state))
 print("same arrays:", all(np.array_equal(legacy[k], state[k]) for k in state if "num_batches" not in k))
 
 # %% [markdown]
+# ### PyTorch code, run as written
+#
+# The shared names are no accident: tinydense answers to PyTorch's names (see
+# "Coming from PyTorch" in the README). Below are a dense layer and a dense block
+# written the way torchvision's `densenet.py` writes its `_DenseLayer` and
+# `_DenseBlock` (a `Sequential` filled with `add_module`, `ReLU(inplace=True)`, a
+# forward that concatenates the earlier features), in PyTorch; only the imports
+# name tinydense. Loaded with the weights of the library's block, it computes the
+# same features. torchvision's file itself runs as well, unedited:
+# `tinydense.tools.as_torch.load_definitions(path, ["_DenseLayer", "_DenseBlock"])`
+# runs those classes from it, and `python -m tinydense.tools.as_torch script.py`
+# runs a whole PyTorch script.
+
+# %%
+import tinydense as torch                    # import torch
+import tinydense.nn as nn                    # import torch.nn as nn
+import tinydense.nn.functional as F          # import torch.nn.functional as F
+
+
+class _DenseLayer(nn.Sequential):
+    def __init__(self, num_input_features, growth_rate, bn_size, drop_rate):
+        super().__init__()
+        self.add_module("norm1", nn.BatchNorm2d(num_input_features))
+        self.add_module("relu1", nn.ReLU(inplace=True))
+        self.add_module("conv1", nn.Conv2d(num_input_features, bn_size * growth_rate,
+                                           kernel_size=1, stride=1, bias=False))
+        self.add_module("norm2", nn.BatchNorm2d(bn_size * growth_rate))
+        self.add_module("relu2", nn.ReLU(inplace=True))
+        self.add_module("conv2", nn.Conv2d(bn_size * growth_rate, growth_rate,
+                                           kernel_size=3, stride=1, padding=1, bias=False))
+        self.drop_rate = drop_rate
+
+    def forward(self, *prev_features):
+        concated_features = torch.cat(prev_features, 1)
+        bottleneck_output = self.conv1(self.relu1(self.norm1(concated_features)))
+        new_features = self.conv2(self.relu2(self.norm2(bottleneck_output)))
+        if self.drop_rate > 0:
+            new_features = F.dropout(new_features, p=self.drop_rate, training=self.training)
+        return new_features
+
+
+class _DenseBlock(nn.Module):
+    def __init__(self, num_layers, num_input_features, bn_size, growth_rate, drop_rate):
+        super().__init__()
+        for i in range(num_layers):
+            layer = _DenseLayer(num_input_features + i * growth_rate, growth_rate, bn_size, drop_rate)
+            self.add_module("denselayer%d" % (i + 1), layer)
+
+    def forward(self, init_features):
+        features = init_features
+        for name, layer in self.named_children():
+            new_features = layer(features)
+            features = torch.cat([features, new_features], 1)
+        return features
+
+
+pytorch_block = _DenseBlock(num_layers=3, num_input_features=16, bn_size=4, growth_rate=12, drop_rate=0)
+library_block = LibraryDenseBlock(3, 16, 12)
+print("same parameter names:", list(pytorch_block.state_dict()) == list(library_block.state_dict()))
+pytorch_block.load_state_dict(library_block.state_dict())
+x = torch.randn(2, 16, 8, 8)
+out = pytorch_block(x)
+print(f"output {tuple(out.shape)}, largest difference from the library block: "
+      f"{(out - library_block(x)).abs().max().item():.1e}")
+
+# %% [markdown]
 # With the real file (about 30 MB, from the address torchvision lists for
 # `densenet121`), the same two lines give you an ImageNet classifier:
 #

@@ -60,3 +60,60 @@ class ModuleList(_ModuleSequence):
 
     def forward(self, *args):
         raise TypeError("ModuleList is not callable: iterate over it and call its modules")
+
+
+class ModuleDict(Module):
+    """A dict name -> module whose modules are registered (in insertion order); the owner
+    decides how to call them: ``self.heads = ModuleDict({"cls": Linear(8, 10)})``."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, name):
+        return self._modules[name]
+
+    def __setitem__(self, name, module):
+        self.add_module(name, module)
+
+    def __delitem__(self, name):
+        del self._modules[name]
+
+    def __contains__(self, name):
+        return name in self._modules
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def update(self, modules) -> None:
+        for name, module in (modules.items() if hasattr(modules, "items") else modules):
+            self.add_module(name, module)
+
+    def forward(self, *args):
+        raise TypeError("ModuleDict is not callable: call the modules it holds")
+
+
+class DataParallel(Module):
+    """PyTorch's multi-GPU wrapper, here on one device: it runs ``module`` unchanged.
+    Kept so that scripts which wrap their model on CUDA run; like PyTorch's, its
+    ``state_dict`` keys start with ``module.``."""
+
+    def __init__(self, module, device_ids=None, output_device=None):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)

@@ -100,18 +100,15 @@ class BatchNorm2d(Module):
 
 
 class ReLU(Module):
-    """max(x, 0), elementwise."""
+    """max(x, 0), elementwise. ``inplace=True`` is accepted for PyTorch code and changes
+    nothing: tinydense always returns a new array (the graph keeps the input it saved)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = bool(inplace)
 
     def forward(self, x):
         return F.relu(x)
-
-
-class Sigmoid(Module):
-    """1 / (1 + e^-x), elementwise, in (0, 1): a gate (SENet's excitation). The op, with its
-    backward, is ``Sigmoid`` in ops/arithmetic.py."""
-
-    def forward(self, x):
-        return x.sigmoid()
 
 
 class _Pool2d(Module):

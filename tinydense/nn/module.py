@@ -102,11 +102,13 @@ class Module:
                 return
         object.__delattr__(self, name)
 
-    def register_buffer(self, name: str, array) -> None:
-        """Register ``array`` (NumPy/CuPy) as state saved in ``state_dict`` but not learned,
-        e.g. batch norm's running statistics."""
+    def register_buffer(self, name: str, array, persistent: bool = True) -> None:
+        """Register ``array`` (NumPy/CuPy, or a Tensor, whose array is kept) as state saved in
+        ``state_dict`` but not learned, e.g. batch norm's running statistics. Buffers are raw
+        arrays: ``x * self.mask`` works, but they are never part of the graph.
+        (``persistent=False`` is accepted; such a buffer is saved all the same.)"""
         if isinstance(array, Tensor):
-            raise TypeError(f"buffer {name!r} must be a raw array, not a Tensor")
+            array = array.data
         self.__dict__.pop(name, None)
         self._buffers[name] = array
 
@@ -239,10 +241,25 @@ class Module:
         """Evaluation mode (running statistics, no dropout), recursively."""
         return self.train(False)
 
-    def zero_grad(self) -> None:
-        """Forget the gradients of every parameter (set ``.grad`` to None)."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients of every parameter (set ``.grad`` to None, or to zeros)."""
         for p in self.parameters():
-            p.grad = None
+            p.grad = None if set_to_none or p.grad is None else p.grad * 0
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        """Freeze (False) or unfreeze every parameter: a frozen one gets no gradient and
+        optimizers skip it (fine-tuning only a new head)."""
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def apply(self, fn) -> "Module":
+        """Call ``fn(module)`` on every submodule, children first, then on this module
+        (how scripts initialise weights: ``net.apply(init_weights)``)."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     def _convert(self, fn) -> "Module":
         """Apply ``fn`` to every parameter's array (in place: the Parameter objects stay

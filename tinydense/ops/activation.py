@@ -15,6 +15,7 @@ class ReLU(Function):
         return g * (self.out > 0)
 
 
-def relu(x):
-    """Elementwise max(x, 0); any shape."""
+def relu(x, inplace=False):
+    """Elementwise max(x, 0); any shape. ``inplace`` is accepted (PyTorch code passes it)
+    and ignored: the result is always a new array."""
     return ReLU.apply(x)

@@ -16,6 +16,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, Tensor
 from .arithmetic import normalize_axis
+from .dims import axis_or_dim
 
 
 def _log_softmax(z, axis):
@@ -57,30 +58,37 @@ class CrossEntropy(Function):
         return grad * (g / N), None
 
 
-def log_softmax(x, axis=-1):
-    """log(softmax(x)) along ``axis`` (negative counts from the end), computed stably."""
+def log_softmax(x, dim=None, axis=None):
+    """log(softmax(x)) along ``dim`` or ``axis`` (default -1; negative counts from the end), computed stably."""
     ndim = len((x.data if isinstance(x, Tensor) else x).shape)
+    axis = axis_or_dim(axis, dim, "log_softmax", default=-1)
     return LogSoftmax.apply(x, axis=normalize_axis(axis, ndim, "log_softmax"))
+
+
+def check_labels(logits, labels, op="cross_entropy"):
+    """The class labels (N,) of logits (N, K) as an integer array on the logits' device,
+    checked: integers, one per row, each in [0, K). ``op`` names the caller in the errors."""
+    z = logits.data if isinstance(logits, Tensor) else logits
+    y = labels.data if isinstance(labels, Tensor) else labels
+    xp = backend.get_array_module(z)
+    if z.ndim != 2:
+        raise ValueError(f"{op} expects logits of shape (N, K), got shape {tuple(z.shape)}")
+    if not hasattr(y, "dtype"):
+        y = xp.asarray(y)
+    if backend.device_of(y) != backend.device_of(z):
+        raise ValueError(f"{op}: logits are on {backend.device_of(z)} but labels on {backend.device_of(y)}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{op} needs integer class labels, got dtype {y.dtype}")
+    if y.shape != (z.shape[0],):
+        raise ValueError(f"{op}: labels have shape {tuple(y.shape)} but logits have shape "
+                         f"{tuple(z.shape)}; expected labels of shape ({z.shape[0]},)")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= z.shape[1]):
+        raise ValueError(f"{op}: labels must lie in [0, {z.shape[1]}), got values from "
+                         f"{int(y.min())} to {int(y.max())}")
+    return y
 
 
 def cross_entropy(logits, labels):
     """Mean cross-entropy of logits (N, K) against integer labels (N,) in [0, K).
     ``labels`` may be an integer array or Tensor."""
-    z = logits.data if isinstance(logits, Tensor) else logits
-    y = labels.data if isinstance(labels, Tensor) else labels
-    xp = backend.get_array_module(z)
-    if z.ndim != 2:
-        raise ValueError(f"cross_entropy expects logits of shape (N, K), got shape {tuple(z.shape)}")
-    if not hasattr(y, "dtype"):
-        y = xp.asarray(y)
-    if backend.device_of(y) != backend.device_of(z):
-        raise ValueError(f"cross_entropy: logits are on {backend.device_of(z)} but labels on {backend.device_of(y)}")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy needs integer class labels, got dtype {y.dtype}")
-    if y.shape != (z.shape[0],):
-        raise ValueError(f"cross_entropy: labels have shape {tuple(y.shape)} but logits have shape "
-                         f"{tuple(z.shape)}; expected labels of shape ({z.shape[0]},)")
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= z.shape[1]):
-        raise ValueError(f"cross_entropy: labels must lie in [0, {z.shape[1]}), got values from "
-                         f"{int(y.min())} to {int(y.max())}")
-    return CrossEntropy.apply(logits, y)
+    return CrossEntropy.apply(logits, check_labels(logits, labels))

@@ -22,12 +22,15 @@ import numpy as np
 from .. import functional as F
 from ..ops.bn_relu import batch_norm_relu_conv1x1
 from ..ops.dense_block import LayerSpec, NormState, dense_block
+from ..ops.elementwise import where
 from .gradcheck import GradcheckError, gradcheck
 
 # Functions no case checks, and why.
 NOT_IN_THE_TABLE = {
     "Cast": "changes the dtype: a float64 gradient check cannot pass through float32",
     "ToDevice": "moves between CPU and GPU: tests/test_ops.py checks it where a GPU is present",
+    "_CtxNode": "runs the backward of a Function written PyTorch's way, by its author: "
+                "tests/test_torch_autograd.py checks an example",
 }
 
 
@@ -130,6 +133,20 @@ def op_cases(seed=0) -> list:
         OpCase("dropout", lambda x: F.dropout(x, 0.3, training=True), (normal(4, 5),)),
         OpCase("log_softmax", lambda z: F.log_softmax(z, axis=1), (normal(4, 5),)),
         OpCase("cross_entropy", F.cross_entropy, (normal(4, 5), labels)),
+        # the ops PyTorch code calls (torch_api.py, the Tensor methods of ops/tensor_methods.py)
+        OpCase("softmax", lambda z: F.softmax(z, dim=1), (normal(4, 5),)),
+        OpCase("nll_loss (sum)", lambda z, y: F.nll_loss(z, y, reduction="sum"), (normal(4, 5), labels)),
+        OpCase("cross_entropy (none, label smoothing)",
+               lambda z, y: F.cross_entropy(z, y, reduction="none", label_smoothing=0.1), (normal(4, 5), labels)),
+        OpCase("mse_loss", F.mse_loss, (normal(2, 3), normal(2, 3))),
+        OpCase("pad", lambda x: F.pad(x, (1, 2, 0, 1), value=0.5), (normal(2, 2, 3),)),
+        OpCase("max along dim (gather)", lambda a: a.max(1).values, (normal(3, 4),)),
+        OpCase("topk", lambda a: a.topk(2, dim=0).values, (normal(4, 3),)),
+        OpCase("clamp", lambda a: a.clamp(-0.5, 0.5), (normal(3, 4),)),
+        OpCase("abs", lambda a: a.abs(), (away_from_zero(3, 4),)),
+        OpCase("where (broadcast)", lambda a, b: where(a > 0, a, b), (away_from_zero(2, 3), normal(3))),
+        OpCase("expand", lambda a: a.expand(2, 3, 4), (normal(3, 1),)),
+        OpCase("clone", lambda a: a.clone() * a, (normal(2, 3),)),
         # the fused ops of the memory-efficient DenseNet (models/efficient_densenet.py)
         OpCase("batch_norm_relu_conv1x1 (training)", bn_relu_conv1x1(True),
                (normal(2, 3, 3, 3), positive(3), normal(3), normal(4, 3, 1, 1))),
