@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from .. import backend
@@ -23,7 +22,7 @@ from ..data import DataLoader, ImageDataset, default_data_dir, load_cifar
 from ..optim import SGD, MultiStepLR
 from ..text import listing
 from . import runfiles
-from .checkpoints import CHECKPOINT_FORMAT, nonfinite_entries, read_checkpoint
+from .checkpoints import nonfinite_entries, read_checkpoint, restore, run_state
 from .config import base_lr, build_model, make_config, resumed_config
 from .estimate import RunTimeEstimate
 from .loop import evaluate, train_step
@@ -88,7 +87,7 @@ class Trainer:
         self.saved_at = None                        # (epoch, batch) that last.npz holds
         self.estimate = RunTimeEstimate(self._say)
         if checkpoint is not None:
-            self._restore(checkpoint)
+            restore(self, checkpoint)
 
     # --- setting up ----------------------------------------------------------------------
     def _read_configuration(self, given):
@@ -146,55 +145,8 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------
     def state(self, loader_state) -> dict:
-        """Everything the run needs to continue, for :func:`tinydense.save`:
-
-            format, config, epoch (completed), batch (done in the next epoch),
-            best_acc and best_epoch (of the selected model, see ``select``),
-            history (one dict per completed epoch: the rows of metrics.csv),
-            data {mean, std}, partial (the running sums of a half-done epoch),
-            model, optimizer, scheduler,
-            rng {cpu: tinydense's generator, loader: the loader's at the epoch's start}
-        """
-        return {"format": CHECKPOINT_FORMAT, "config": dict(self.config),
-                "epoch": self.epoch, "batch": self.batch, "best_acc": self.best_acc,
-                "best_epoch": self.best_epoch, "history": [dict(row) for row in self.history],
-                "data": {"mean": self.mean, "std": self.std},
-                "partial": dict(self.partial),
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": {"cpu": backend.get_rng_state(), "loader": loader_state["generator"]}}
-
-    def _restore(self, ck) -> None:
-        """Continue from checkpoint ``ck`` (read by :func:`read_checkpoint`)."""
-        try:
-            self.model.load_state_dict(ck["model"])
-            self.optimizer.load_state_dict(ck["optimizer"])
-            self.scheduler.load_state_dict(ck["scheduler"])
-            self.epoch, self.batch = int(ck["epoch"]), int(ck["batch"])
-            self.best_acc = float(ck["best_acc"])
-            self.partial = {k: ck["partial"][k] for k in ("loss_sum", "correct", "seen", "seconds")}
-            self.train_loader.load_state_dict({"generator": ck["rng"]["loader"]})
-            rng_state = ck["rng"]["cpu"]
-            mean, std = ck["data"]["mean"], ck["data"]["std"]
-            history = ck.get("history")
-            if history is None:                    # written before last.npz held the history
-                history = [row for row in runfiles.read_metrics(self.metrics_path) if row["epoch"] <= self.epoch]
-            self.history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in history]
-        except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"{self.last_path} is incomplete or does not match its configuration: {e}") from e
-        if not (np.allclose(mean, self.mean) and np.allclose(std, self.std)):
-            raise ValueError(f"the training data in {self.data_dir} differ from those the run in {self.out} "
-                             f"started with (other per-channel mean/std): resume with the same data")
-        if self.epoch >= self.config["epochs"]:
-            raise ValueError(f"the run in {self.out} has already completed {self.epoch} of "
-                             f"{self.config['epochs']} epochs: pass --epochs N with N > {self.epoch} to train further")
-        scores = [row[self.select] for row in self.history]
-        self.best_epoch = int(ck.get("best_epoch", self.history[scores.index(max(scores))]["epoch"] if scores else 0))
-        self.scheduler.base_lr = base_lr(self.config)          # a resume may have set a new one
-        self.optimizer.lr = self.scheduler.lr_at(self.scheduler.last_epoch)
-        self.saved_at = (self.epoch, self.batch)
-        backend.set_rng_state(rng_state)
+        """Everything the run needs to continue (:func:`.checkpoints.run_state`)."""
+        return run_state(self, loader_state)
 
     def _write_metrics(self) -> None:
         """metrics.csv from the history (the one in last.npz)."""
