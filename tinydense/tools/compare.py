@@ -43,7 +43,7 @@ from ..autograd import Tensor, no_grad
 from ..nn import init
 from ..optim import SGD
 from ..text import format_duration
-from ..threads import blas_threads
+from ..threads import blas_threads, load_average
 from ..training.loop import train_step
 from .plots import check_image_path, figure, save_figure
 from .summary import summary
@@ -255,12 +255,6 @@ def estimate_seconds(rows, batch, repeats, warmup=1, speed=None):
                for r in rows)
 
 
-def _training_bytes(row, batch):
-    """A generous guess of a training step's memory: every layer's output and its
-    gradient for the batch, and four copies of the weights (values, gradients, momentum, update)."""
-    return 2 * batch * row["memory_bytes"] + 16 * row["params"]
-
-
 class Comparison:
     """The result of :func:`compare`: ``rows`` (dicts: name, image_size, params, macs,
     memory_bytes, layers (summary's rows), inference and training in images/s or None, load
@@ -357,7 +351,7 @@ def compare_models(entries, batch=2, repeats=3, warmup=1, measure_speed=True, lo
         threads = blas_threads()
         available = memory.available_memory()
         for r in rows:
-            needed = _training_bytes(r, batch)
+            needed = memory.training_step_bytes(r["memory_bytes"], r["params"], batch)
             if available is not None and needed > 0.8 * available:
                 raise ValueError(f"compare: training {r['name']} at {r['image_size']}x{r['image_size']} with "
                                  f"batch {batch} would need about {needed / 2 ** 30:.1f} GB, more than the "
@@ -378,18 +372,10 @@ def compare_models(entries, batch=2, repeats=3, warmup=1, measure_speed=True, lo
                 del m
                 gc.collect()
                 memory.clear()
-            r["load"] = _load_average()
+            r["load"] = load_average()
             say(f"  {name}: {r['inference']:.3g} img/s inference, {r['training']:.3g} img/s training "
                 f"({format_duration(time.perf_counter() - start)})")
     return Comparison(rows, batch, repeats, warmup, threads, measure_speed)
-
-
-def _load_average():
-    """The 1-minute load average of this machine (runnable processes), or None if unknown."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
 
 
 def load_note(loads, threads, cpus=None):
