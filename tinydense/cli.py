@@ -11,7 +11,9 @@
                            measured throughput, published accuracy; the complexity chart
 
 Bad input gives one line on stderr and a non-zero exit status, before any
-file is touched or any data are read.
+file is touched or any data are read. (About 450 lines: every command's options
+beside what the command does, one file for the whole command line; the work
+itself is in tinydense.training and tinydense.tools.)
 """
 from __future__ import annotations
 

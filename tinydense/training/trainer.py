@@ -6,6 +6,9 @@ the run directory, the data. :meth:`Trainer.fit` takes the directory and runs th
 epochs; :meth:`Trainer.train_epoch` is the textbook loop over the batches
 (:func:`~tinydense.training.loop.train_step`), an evaluation
 (:func:`~tinydense.training.loop.evaluate`), one step of the schedule and the saves.
+(About 430 lines: a run's life cycle, from its checks to its last save, reads best in
+one class; the jobs around it, the checkpoints' contents, the run directory, the files,
+the estimate, the size guard and the signals, are the modules beside this one.)
 """
 from __future__ import annotations
 
