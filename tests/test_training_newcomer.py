@@ -195,7 +195,8 @@ def test_the_size_estimate_is_what_summary_counts_on_the_built_model(seed):
     assert 16 * params < least < 2 * config["batch_size"] * per_image + 16 * params
 
 
-def test_a_model_larger_than_the_machine_is_refused_with_the_estimate_before_anything(tmp_path, capsys, monkeypatch):
+def test_a_model_larger_than_the_machine_is_refused_with_the_estimate_before_anything(run, tmp_path, capsys,
+                                                                                     monkeypatch):
     """Regression: --depth 100000000 used all memory and set off a system-wide OOM kill."""
     one_error_line(in_process("train", "--depth", "100000000", "--out", tmp_path / "a", capsys=capsys),
                    "too large for this machine", "parameters", "GB available", "--depth")
@@ -208,6 +209,11 @@ def test_a_model_larger_than_the_machine_is_refused_with_the_estimate_before_any
     check_fits(config, available=least)
     with pytest.raises(ValueError, match="batch 16 needs at least"):
         check_fits(config, available=least - 1)
+    state = checkpoint.load(run / "best.npz")                   # a checkpoint naming a huge model
+    state["config"]["depth"] = 100000000
+    checkpoint.save(state, tmp_path / "huge.npz")
+    one_error_line(in_process("evaluate", tmp_path / "huge.npz", capsys=capsys),
+                   "huge.npz describes a model too large to build here")
     monkeypatch.setattr(memory, "available_memory", lambda: least - 1)
     with pytest.raises(ValueError, match="too large"):        # before the data are even looked for
         Trainer(TINY, tmp_path / "b", data_dir=tmp_path / "no-data", progress=False)

@@ -18,6 +18,7 @@ from ..checkpoint import load as load_checkpoint_file
 from . import runfiles
 from ..text import listing
 from .config import base_lr, build_model, is_int, make_config
+from .size import check_fits
 
 CHECKPOINT_FORMAT = "tinydense-run-1"
 
@@ -148,6 +149,10 @@ def load_model(path, device=None):
         saved = state["config"]["device"]
         device = saved if saved == "cpu" or backend.cuda_available() else "cpu"
     config = make_config(**dict(state["config"], device=device))
+    try:
+        check_fits(dict(config, batch_size=1))         # a file can name any size: count before building
+    except ValueError as e:
+        raise ValueError(f"{path} describes a model too large to build here: {e}") from None
     model = build_model(config)
     try:
         model.load_state_dict(state["model"])
