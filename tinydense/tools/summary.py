@@ -31,11 +31,9 @@ inside has a hook, models/efficient_densenet.py.)
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from .. import backend
+from .. import backend, memory
 from ..autograd import Tensor, no_grad
 from ..nn import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Linear, MaxPool2d
 
@@ -82,9 +80,10 @@ class Summary:
     ``s.total_macs`` (multiply-adds) and ``s.total_memory_bytes`` (every layer's output)
     are for the whole model and the batch (``s.batch_size`` images)."""
 
-    def __init__(self, model_name, input_shape, rows, total_params, total_macs, total_memory_bytes, batch_size=1):
+    def __init__(self, model_name, input_shape, rows, total_params, total_macs, total_memory_bytes, batch_size=1,
+                 level=None):
         self.model_name, self.input_shape = model_name, tuple(input_shape)
-        self.rows, self.batch_size = rows, batch_size
+        self.rows, self.batch_size, self.level = rows, batch_size, level
         self.total_params, self.total_macs = total_params, total_macs
         self.total_memory_bytes = total_memory_bytes
 
@@ -113,6 +112,9 @@ class Summary:
                   f"Total multiply-adds (MACs): {self.total_macs:,} ({self.total_macs / 1e9:.2f} G)",
                   f"Activation memory:  {self.total_memory_bytes / 2 ** 20:,.2f} MB "
                   f"(every layer's output, {images})"]
+        if self.level is not None:
+            lines.append(f"(the modules {self.level} level{'s' if self.level > 1 else ''} down: Params and MACs of "
+                         f"a row are the totals of everything inside it, Memory is only its own output's)")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -146,26 +148,11 @@ def _trace(model, image_shape):
     return events
 
 
-def _available_memory():
-    """Bytes of memory available on this machine (Linux: MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _check_memory(model, image_shape, batch):
     """Refuse (ValueError, with the estimate) an input whose layer outputs would not fit
     in half the available memory, estimated from a PROBE_SIZE x PROBE_SIZE image."""
     c, h, w = image_shape
-    available = _available_memory()
+    available = memory.available_memory()
     if c * h * w <= LARGE_INPUT or available is None:
         return
     try:
@@ -223,4 +210,4 @@ def summary(model, input_shape, depth=None) -> Summary:
                              params=sum(p.size for p in module.parameters()),
                              macs=macs + pending.pop(name, 0), memory_bytes=int(memory)))
     return Summary(type(model).__name__, input_shape, rows, sum(p.size for p in model.parameters()), total_macs,
-                   total_memory, batch)
+                   total_memory, batch, level=depth)
