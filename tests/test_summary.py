@@ -76,7 +76,7 @@ def test_densenet121_totals_and_rows():
     assert sum(r["macs"] for r in s.rows) == s.total_macs
     assert s.total_memory_bytes == sum(r["memory_bytes"] for r in s.rows)
     # the model is left as it was: training mode, no hooks, statistics untouched
-    assert model.training and all(not m._forward_hooks for m in model.modules())
+    assert model.training and not any(m.has_forward_hooks() for m in model.modules())
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[key])
 
