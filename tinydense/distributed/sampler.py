@@ -14,8 +14,9 @@ shards of a step together are exactly the images one process would have used in 
 When N does not divide n, the shards would differ in length by one, and a rank that ran out
 would wait forever in the others' allreduce. Two remedies, chosen by ``drop_last``:
 
-    padding (default):  the order is extended by its own first (-n mod N) entries, so every
-                        rank gets ceil(n / N) images; those few images count twice this epoch.
+    padding (default):  the order is extended by its own first (-n mod N) entries (from the
+                        start again if n < N), so every rank gets ceil(n / N) images; those
+                        few images count twice this epoch.
     dropping:           the order's last (n mod N) entries are left out, so every rank gets
                         floor(n / N) images; different ones each epoch, as the order changes.
 """
