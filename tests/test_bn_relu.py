@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 import tinydense as td
 import tinydense.functional as F
 from tinydense import models
-from tinydense.ops import bn_relu
-from tinydense.ops.bn_relu import ReluAffine, batch_norm_relu_conv1x1
+from tinydense.ops import bn_relu_fold
+from tinydense.ops import channel_major as layout
+from tinydense.ops.bn_relu import batch_norm_relu_conv1x1
+from tinydense.ops.bn_relu_fold import ReluAffine
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 
@@ -55,7 +57,7 @@ def fused(pool):
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 4), c=st.integers(1, 5), h=st.integers(1, 4), w=st.integers(1, 5), o=st.integers(1, 4),
        training=st.booleans(), channel_major=st.booleans(), signs=st.sampled_from([None, -1, 0]),
-       seed=st.integers(0, 2 ** 16), chunk=st.sampled_from([4, 16, bn_relu.CHUNK]), pool=st.booleans())
+       seed=st.integers(0, 2 ** 16), chunk=st.sampled_from([4, 16, layout.CHUNK]), pool=st.booleans())
 def test_batch_norm_relu_conv1x1_equals_the_three_ops(n, c, h, w, o, training, channel_major, signs, seed, chunk,
                                                       pool):
     """... and with pool=True, the three ops and avg_pool2d(2) (which the op computes before the
@@ -69,11 +71,11 @@ def test_batch_norm_relu_conv1x1_equals_the_three_ops(n, c, h, w, o, training, c
     x, bw, bb = _inputs(shape, seed, channel_major, sign)
     cw = np.random.default_rng(seed + 1).standard_normal((o, c, 1, 1))
     y0, g0, s0 = _run(plain(pool), x, bw, bb, cw, training)
-    default_chunk, bn_relu.CHUNK = bn_relu.CHUNK, chunk      # the columns in one pass, or in several
+    default_chunk, layout.CHUNK = layout.CHUNK, chunk      # the columns in one pass, or in several
     try:
         y1, g1, s1 = _run(fused(pool), x, bw, bb, cw, training)
     finally:
-        bn_relu.CHUNK = default_chunk
+        layout.CHUNK = default_chunk
     np.testing.assert_allclose(y1, y0, **TOL)
     for a, r in zip(g1 + list(s1), g0 + list(s0)):
         np.testing.assert_allclose(a, r, **TOL)
@@ -230,13 +232,13 @@ def test_on_a_gpu_the_affine_map_and_its_mask_go_to_one_kernel_each(monkeypatch)
             out[...] = body(v, s, t)
             return out
         return kernel
-    monkeypatch.setattr(bn_relu.backend, "device_of", lambda array: "cuda")
-    monkeypatch.setattr(bn_relu, "_RELU_AFFINE", fake(lambda v, s, t: np.maximum(v * s + t, 0)))
-    monkeypatch.setattr(bn_relu, "_RELU_OPEN", fake(lambda v, s, t: (v * s + t > 0).astype(v.dtype)))
+    monkeypatch.setattr(bn_relu_fold.backend, "device_of", lambda array: "cuda")
+    monkeypatch.setattr(bn_relu_fold, "_RELU_AFFINE", fake(lambda v, s, t: np.maximum(v * s + t, 0)))
+    monkeypatch.setattr(bn_relu_fold, "_RELU_OPEN", fake(lambda v, s, t: (v * s + t > 0).astype(v.dtype)))
     rng = np.random.default_rng(5)
     s, t = 0.5 + rng.random(3), rng.standard_normal(3)          # float64, as batch norm's may be
     v = rng.standard_normal((3, 8)).astype(np.float32)
-    a = bn_relu.ReluAffine(s, t)
+    a = bn_relu_fold.ReluAffine(s, t)
     assert not a.folded                                       # positive scales, yet unfolded on a GPU
     z = a.inputs(v, out=np.empty_like(v))
     m = a.open(v, out=np.empty_like(v))

@@ -80,7 +80,7 @@ def test_every_gpu_kernel_is_a_valid_cupy_kernel():
     """CuPy parses a kernel's parameters when it is made (no GPU needed; the C body is
     compiled on first use, on a GPU: benchmarks/gpu_parity.py runs them there)."""
     kernels = _gpu_kernels()
-    assert "tinydense.ops.bn_relu._RELU_AFFINE" in kernels, sorted(kernels)
+    assert "tinydense.ops.bn_relu_fold._RELU_AFFINE" in kernels, sorted(kernels)
     for where, k in kernels.items():
         made = cupy.ElementwiseKernel(k.in_params, k.out_params, k.body, k.name)
         declared = {p.split()[-1] for p in (k.in_params + "," + k.out_params).split(",")}

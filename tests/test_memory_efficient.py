@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import tinydense as td
 import tinydense.functional as F
 from tinydense import memory, models
-from tinydense.ops import bn_relu, dense_block, parallel
+from tinydense.ops import bn_relu_fold, channel_major, dense_block, parallel
 from tinydense.models import DenseBlock, DenseNet, EfficientDenseBlock, EfficientTransition, densenet
 
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -82,9 +82,9 @@ def test_same_outputs_gradients_and_statistics(training, batch, kind, drop_rate)
 
 def test_gpu_arrays_never_fold(monkeypatch):
     """Deciding to fold would read a GPU array: a host-device synchronisation inside the step."""
-    assert bn_relu.can_fold(np.ones(3)) and not bn_relu.can_fold(np.array([1.0, -1.0]))
-    monkeypatch.setattr(bn_relu.backend, "device_of", lambda array: "cuda")
-    assert not bn_relu.can_fold(np.ones(3))
+    assert bn_relu_fold.can_fold(np.ones(3)) and not bn_relu_fold.can_fold(np.array([1.0, -1.0]))
+    monkeypatch.setattr(bn_relu_fold.backend, "device_of", lambda array: "cuda")
+    assert not bn_relu_fold.can_fold(np.ones(3))
 
 
 @pytest.mark.parametrize("kind", ["DenseNet", "DenseNet-BC"])
@@ -97,7 +97,7 @@ def test_the_unfolded_form_a_gpu_takes_gives_the_same_numbers(kind, monkeypatch)
     def never(scale):
         calls.append(scale)
         return False
-    monkeypatch.setattr(bn_relu, "can_fold", never)
+    monkeypatch.setattr(bn_relu_fold, "can_fold", never)
     monkeypatch.setattr(dense_block, "can_fold", never)
     assert_same_results(plain, train_steps(build(kind, True), True, size))
     assert calls
@@ -108,18 +108,18 @@ def test_the_unfolded_form_a_gpu_takes_gives_the_same_numbers(kind, monkeypatch)
        bn_size=st.integers(1, 3), drop_rate=st.sampled_from([0.0, 0.25]), training=st.booleans(),
        batch=st.integers(1, 3), height=st.integers(1, 5), width=st.integers(2, 5),
        odd=st.sampled_from(["none", "negative weight", "zero weight", "other eps"]), seed=st.integers(0, 2 ** 16),
-       chunk=st.sampled_from([3, bn_relu.CHUNK]))
+       chunk=st.sampled_from([3, channel_major.CHUNK]))
 def test_a_fused_block_is_the_textbook_block(layers, k0, k, bottleneck, bn_size, drop_rate, training, batch,
                                              height, width, odd, seed, chunk):
     """Random blocks, odd batch norm settings included: scales <= 0 take the op's unfolded path,
     another eps makes a layer's xhat a multiple of the shared one; the 1x1 kernels' columns
     in one chunk or in several (the last one partial)."""
-    default_chunk, bn_relu.CHUNK = bn_relu.CHUNK, chunk
+    default_chunk, channel_major.CHUNK = channel_major.CHUNK, chunk
     try:
         results = _textbook_and_fused_block(layers, k0, k, bottleneck, bn_size, drop_rate, training, batch,
                                             height, width, odd, seed)
     finally:
-        bn_relu.CHUNK = default_chunk
+        channel_major.CHUNK = default_chunk
     for a, b in zip(*results):
         np.testing.assert_allclose(b, a, **TOL)
 

@@ -12,7 +12,6 @@ reverse topological order, applying the chain rule node by node.
 from __future__ import annotations
 
 import contextlib
-import numbers
 
 import numpy as np
 
@@ -79,7 +78,14 @@ class Function:
 
 
 class Tensor:
-    """An n-dimensional array that remembers how it was computed."""
+    """An n-dimensional array that remembers how it was computed.
+
+    This class is the graph's core: data, gradient, creator and ``backward``.
+    Its arithmetic and the methods that run an op (``+ - * / ** @``, indexing,
+    ``sum``, ``reshape``, ``relu``, ``to`` ...) are defined on top of it, in
+    tinydense/ops/tensor_methods.py, whose table ``TENSOR_METHODS`` attaches
+    them here when ``tinydense.ops`` is imported (autograd knows no op).
+    """
 
     __array_priority__ = 1000  # make ``ndarray * Tensor`` call Tensor.__rmul__
 
@@ -161,28 +167,6 @@ class Tensor:
     def zero_grad(self) -> None:
         self.grad = None
 
-    def to(self, device=None, dtype=None) -> "Tensor":
-        """A copy on another device and/or with another dtype (self if nothing changes).
-        Gradients flow back through the move."""
-        out = self
-        if dtype is not None and np.dtype(dtype) != self.dtype:
-            out = _ops().Cast.apply(out, dtype=np.dtype(dtype))
-        if device is not None and backend.check_device(device) != self.device:
-            out = _ops().ToDevice.apply(out, device=backend.check_device(device))
-        return out
-
-    def float(self) -> "Tensor":
-        return self.to(dtype=np.float32)
-
-    def double(self) -> "Tensor":
-        return self.to(dtype=np.float64)
-
-    def cpu(self) -> "Tensor":
-        return self.to("cpu")
-
-    def cuda(self) -> "Tensor":
-        return self.to("cuda")
-
     # --- reverse mode -----------------------------------------------------
     def backward(self, grad=None) -> None:
         """Compute the gradient of this tensor with respect to every leaf
@@ -259,51 +243,7 @@ class Tensor:
         order.reverse()
         return order
 
-    # --- arithmetic (each defined in tinydense/ops/arithmetic.py) ----------
-    def __add__(self, other):
-        return _ops().Add.apply(self, _lift(other, self))
-
-    def __radd__(self, other):
-        return _ops().Add.apply(_lift(other, self), self)
-
-    def __sub__(self, other):
-        return _ops().Sub.apply(self, _lift(other, self))
-
-    def __rsub__(self, other):
-        return _ops().Sub.apply(_lift(other, self), self)
-
-    def __mul__(self, other):
-        return _ops().Mul.apply(self, _lift(other, self))
-
-    def __rmul__(self, other):
-        return _ops().Mul.apply(_lift(other, self), self)
-
-    def __truediv__(self, other):
-        return _ops().Div.apply(self, _lift(other, self))
-
-    def __rtruediv__(self, other):
-        return _ops().Div.apply(_lift(other, self), self)
-
-    def __neg__(self):
-        return _ops().Neg.apply(self)
-
-    def __pow__(self, exponent):
-        if not isinstance(exponent, numbers.Real):
-            raise TypeError(f"tensor ** exponent needs a real scalar exponent, got {type(exponent).__name__}")
-        return _ops().Pow.apply(self, exponent=float(exponent))
-
-    def __matmul__(self, other):
-        return _ops().MatMul.apply(self, _lift(other, self))
-
-    def __rmatmul__(self, other):
-        return _ops().MatMul.apply(_lift(other, self), self)
-
-    def __getitem__(self, index):
-        if isinstance(index, Tensor):
-            index = index.data
-        return _ops().GetItem.apply(self, index=index)
-
-    # comparisons give plain boolean tensors (no gradient)
+    # comparisons give plain boolean tensors (no gradient, no op: so they live here)
     def __lt__(self, other):
         return Tensor(self.data < _raw(other))
 
@@ -324,81 +264,9 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    def sum(self, axis=None, keepdims=False):
-        return _ops().Sum.apply(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return _ops().Mean.apply(self, axis=axis, keepdims=keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return _ops().Max.apply(self, axis=axis, keepdims=keepdims)
-
-    def argmax(self, axis=None):
-        if axis is not None:
-            axis = _ops().normalize_axis(axis, self.ndim, "argmax")
-        return Tensor(self.data.argmax(axis=axis))
-
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return _ops().Reshape.apply(self, shape=shape)
-
-    def view(self, *shape):
-        return self.reshape(*shape)
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        from .ops.shape import flatten
-        return flatten(self, start_dim, end_dim)
-
-    def transpose(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return _ops().Transpose.apply(self, axes=axes or None)
-
-    @property
-    def T(self):
-        return self.transpose()
-
-    def exp(self):
-        return _ops().Exp.apply(self)
-
-    def log(self):
-        return _ops().Log.apply(self)
-
-    def sqrt(self):
-        return self ** 0.5
-
-    def relu(self):
-        from .ops.activation import ReLU
-        return ReLU.apply(self)
-
-    def sigmoid(self):
-        return _ops().Sigmoid.apply(self)
-
-    def tanh(self):
-        return _ops().Tanh.apply(self)
-
-
-def _ops():
-    # ops are defined on top of the core; imported lazily to keep the
-    # dependency one way (ops -> autograd) at import time
-    from .ops import arithmetic
-    return arithmetic
-
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
-
-
-def _lift(other, like: Tensor) -> Tensor:
-    """Turn a Python/NumPy scalar or array into a constant Tensor of ``like``'s
-    dtype and device (``x * 2`` must stay float32, not become float64)."""
-    if isinstance(other, Tensor):
-        return other
-    xp = backend.get_array_module(like.data)
-    if isinstance(other, numbers.Number) or (hasattr(other, "dtype") and other.dtype.kind in "biuf"):
-        return Tensor(xp.asarray(other, dtype=like.dtype))
-    raise TypeError(f"cannot combine a Tensor with {type(other).__name__}")
 
 
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:

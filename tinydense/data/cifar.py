@@ -17,46 +17,13 @@ produce containers and NumPy arrays: it can never run code.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..safe_pickle import load_numpy_pickle
-
-
-@dataclass(frozen=True)
-class CifarSpec:
-    """Where a CIFAR variant lives and how its files are named."""
-    title: str
-    folder: str
-    archive: str
-    url: str
-    md5: str
-    train_files: tuple
-    test_files: tuple
-    meta_file: str
-    num_classes: int
-
-
-CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
-
-SPECS = {
-    "cifar10": CifarSpec(
-        title="CIFAR-10", folder="cifar-10-batches-py", archive="cifar-10-python.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        md5="c58f30108f718f92721af3b95e74349a",
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
-        meta_file="batches.meta", num_classes=10),
-    "cifar100": CifarSpec(
-        title="CIFAR-100", folder="cifar-100-python", archive="cifar-100-python.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        md5="eb9058c3a382ffc7106e4002c42a8d85",
-        train_files=("train",), test_files=("test",), meta_file="meta", num_classes=100),
-}
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
+from .download import download_cifar
+from .specs import CIFAR10_CLASSES, CIFAR_PAGE, cifar_spec
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -74,26 +41,20 @@ def default_data_dir(data_dir=None, recorded=None) -> Path:
 
 def missing_files(name, root) -> list:
     """The files of data set ``name`` that are not under ``root`` (empty: all there)."""
-    spec = _spec(name)
+    spec = cifar_spec(name)
     folder = Path(root) / spec.folder
     return [str(folder / f) for f in spec.train_files + spec.test_files if not (folder / f).is_file()]
 
 
 def not_found_message(name, root) -> str:
     """What to download and where to put it, for an error message."""
-    spec = _spec(name)
+    spec = cifar_spec(name)
     root = Path(root)
     return (f"{spec.title} not found in {root.resolve()}: expected {spec.folder}/ with "
             f"{', '.join(spec.train_files + spec.test_files)}. Download {spec.archive} "
             f"(\"python version\", {spec.url}, see {CIFAR_PAGE}) and extract it into {root.resolve()}, "
             f"or let tinydense download it (download=True; the CLI does by default), "
             f"or point --data-dir / TINYDENSE_DATA at the directory that contains {spec.folder}/")
-
-
-def _spec(name) -> CifarSpec:
-    if name not in SPECS:
-        raise ValueError(f"unknown data set {name!r}: expected one of {sorted(SPECS)}")
-    return SPECS[name]
 
 
 def _get(batch: dict, key: str):
@@ -179,12 +140,11 @@ def load_cifar(name="cifar10", root=None, train=True, download=False, coarse=Fal
     download: fetch and verify the official archive first if the files are
     missing (see :mod:`tinydense.data.download`). coarse: CIFAR-100's 20
     superclasses instead of its 100 classes."""
-    spec = _spec(name)
+    spec = cifar_spec(name)
     root = default_data_dir(root)
     if missing_files(name, root):
         if not download:
             raise DataNotFoundError(not_found_message(name, root))
-        from .download import download_cifar
         download_cifar(name, root)
         if missing_files(name, root):
             raise DataNotFoundError(not_found_message(name, root))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .cifar import CIFAR_PAGE, _spec
+from .specs import CIFAR_PAGE, cifar_spec
 
 
 class DownloadError(RuntimeError):
@@ -42,7 +42,7 @@ def download_cifar(name="cifar10", root="data", url=None, md5=None, progress=Tru
     Returns the unpacked folder (e.g. ``root/cifar-10-batches-py``). An
     existing folder is never touched. ``url`` and ``md5`` default to the
     official ones (tests pass a ``file://`` URL and its checksum)."""
-    spec = _spec(name)
+    spec = cifar_spec(name)
     url, md5 = url or spec.url, md5 or spec.md5
     scheme = urllib.parse.urlparse(url).scheme
     if scheme not in ("https", "file"):

@@ -115,8 +115,8 @@ class GradientAverager:
 def synchronized_batch_norm(comm):
     """Within: every batch norm in training (plain and fused) normalises with the statistics of
     the whole batch across the ranks of ``comm`` (ops/stats_reducer.py), forward and backward."""
-    previous = stats_reducer.set_allreduce(comm.allreduce_small if comm.size > 1 else None)
+    previous = stats_reducer.set_allreduce(comm.allreduce_small if comm.size > 1 else None, comm.size)
     try:
         yield comm
     finally:
-        stats_reducer.set_allreduce(previous)
+        stats_reducer.set_allreduce(*previous)

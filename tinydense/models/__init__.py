@@ -8,8 +8,9 @@ pre-activation ResNet the DenseNet paper compares with.
 ``resnet18`` ... ``resnet152``.
 """
 from .alexnet import AlexNet, ZFNet, alexnet, alexnet_2012, zfnet
-from .densenet import (DenseBlock, DenseLayer, DenseNet, Transition, densenet, densenet121, densenet161,
-                       densenet169, densenet201, densenet264, densenet_bc)
+from .densenet import (DenseNet, densenet, densenet121, densenet161, densenet169, densenet201, densenet264,
+                       densenet_bc)
+from .densenet_blocks import DenseBlock, DenseLayer, Transition
 from .efficient_densenet import EfficientDenseBlock, EfficientTransition
 from .googlenet import GoogLeNet, GoogLeNetOutputs, Inception, InceptionAux, googlenet
 from .preact_resnet import PreActBlock, PreActBottleneck, PreActResNet, preact_resnet

@@ -2,7 +2,7 @@
 which the fast path lives.
 
 ``EfficientDenseBlock`` and ``EfficientTransition`` are ``DenseBlock`` and
-``Transition`` (models/densenet.py) with the same layers, parameters, buffers
+``Transition`` (models/densenet_blocks.py) with the same layers, parameters, buffers
 and state-dict names (so checkpoints and .pth files load into either), whose
 forward runs the whole block, or the transition's BN-ReLU-Conv1x1, as one op:
 
@@ -29,14 +29,14 @@ So forward hooks: a hook on a layer inside (norm1, relu1, conv1, ...) needs the
 tensors that layer makes, which the fused op never forms. While any module
 inside has a hook (``tinydense.summary`` sets them on every module), or is in
 another mode (train/eval) than the block, these modules run the textbook forward
-of models/densenet.py instead: the same numbers, with every layer called.
+of models/densenet_blocks.py instead: the same numbers, with every layer called.
 """
 from __future__ import annotations
 
 from .. import functional as F
 from ..ops.bn_relu import batch_norm_relu_conv1x1
 from ..ops.dense_block import LayerSpec, NormState, dense_block
-from .densenet import DenseBlock, Transition
+from .densenet_blocks import DenseBlock, Transition
 
 
 def _runs_as_textbook(module):

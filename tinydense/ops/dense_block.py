@@ -1,6 +1,6 @@
 """A whole dense block as ONE op: the memory-efficient DenseNet (Pleiss et al., 2017).
 
-The textbook block (models/densenet.py) concatenates x_0 ... x_{l-1} anew for
+The textbook block (models/densenet_blocks.py) concatenates x_0 ... x_{l-1} anew for
 every layer l and normalises that copy: its stored activations grow with the
 square of the depth. This op computes the same function with memory linear in
 depth, and faster:
@@ -13,7 +13,7 @@ depth, and faster:
   training normalises it with the same batch mean and variance (same batch,
   same values), so the block computes them when the channel is written.
   What differs from layer to layer is batch norm's affine map (weight, bias,
-  and its eps), which ops/bn_relu.py folds into the 1x1 convolution: with
+  and its eps), which ops/bn_relu_fold.py folds into the 1x1 convolution: with
   v = x - mean, relu(bn(x)) = relu(s v + t), s = weight / sqrt(var + eps),
   t = bias, costs one elementwise pass over the c_l channels per layer
   forward (scale, shift and clamp in one max). And because v is shared, the
@@ -38,19 +38,21 @@ The convolutions with k x k kernels are ops/conv.py's ``Conv2d``, whose forward
 this op runs and whose backward it calls from its own: not through autograd,
 because a recorded graph would keep the convolution's input alive, and that
 input is a scratch array. The 1x1 convolutions are one matrix product each
-over the channel-major rows (ops/bn_relu.py). In eval mode v is x itself and
+over the channel-major matrix (ops/channel_major.py, ops/bn_relu_fold.py). In eval mode v is x itself and
 each layer folds its running statistics into its affine map. Every phase of a
 layer shares its work among threads (ops/parallel.py).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from .. import backend, memory
 from ..autograd import Function, Tensor, is_grad_enabled
-from . import parallel
-from .bn_relu import (ReluAffine, affine_for, can_fold, centred, centred_rows, columns, conv1x1_backward,
-                      conv1x1_forward, norm_grads, rows, statistics_backward)
+from . import parallel, stats_reducer
+from .bn_relu_fold import (ReluAffine, batch_norm_affine, batch_norm_grads, can_fold, conv1x1_backward,
+                           conv1x1_forward, statistics_backward)
+from .channel_major import as_matrix, centre_rows, centre_rows_threaded, column_slice, whole_batch_rows
 from .conv import Conv2d
 from .dropout import keep_scale
 from .norm import check_batch_norm_args, update_running_statistics
@@ -89,12 +91,52 @@ class _Statistics:
         self.var = xp.empty(channels, dtype=xp.float64)
 
     def centre(self, X, V, lo, hi):
-        self.mean[lo:hi], self.var[lo:hi] = centred_rows(rows(X[lo:hi]), out=rows(V[lo:hi]))
+        self.mean[lo:hi], self.var[lo:hi] = centre_rows_threaded(as_matrix(X[lo:hi]), out=as_matrix(V[lo:hi]))
 
     def mean_of(self, lo, hi, dtype):
         """The means of channels lo..hi-1 in the data's dtype: x - mean exactly as ``centre``
-        made it (bn_relu.columns rebuilds it from X)."""
+        made it (channel_major.column_slice rebuilds it from X)."""
         return self.mean[lo:hi].astype(dtype)
+
+
+class LayerParams(NamedTuple):
+    """One dense layer's parameters: norm1's weight and bias and conv1's weight, and with a
+    bottleneck norm2's and conv2's (None without)."""
+    norm1_weight: object
+    norm1_bias: object
+    conv1_weight: object
+    norm2_weight: object = None
+    norm2_bias: object = None
+    conv2_weight: object = None
+
+    @property
+    def last_conv_weight(self):
+        """The weight of the k x k convolution that makes the layer's k new channels."""
+        return self.conv1_weight if self.conv2_weight is None else self.conv2_weight
+
+
+@dataclass
+class SavedLayer:
+    """What one layer's forward keeps for its backward (arrays of the layer's own size only).
+
+    affine1, to_xhat1:  norm1-ReLU as relu(s v + t) on the concatenation (bn_relu_fold.py)
+    image_ranges:       the images each thread's k x k convolution took
+    drop_out:           dropout's scale after the layer's last convolution, or None
+    With a bottleneck also:
+    bottleneck:         conv1's output (4k channels), centred in place in training: v of norm2
+    drop_bottleneck:    dropout's scale after conv1, or None
+    affine2, to_xhat2:  norm2-ReLU as relu(s v + t)
+    convs2:             conv2's ops (ops/conv.py), one per range of images, for their backward
+    """
+    affine1: ReluAffine
+    to_xhat1: tuple
+    image_ranges: list
+    drop_out: object = None
+    bottleneck: object = None
+    drop_bottleneck: object = None
+    affine2: ReluAffine = None
+    to_xhat2: tuple = None
+    convs2: list = None
 
 
 class FusedDenseBlock(Function):
@@ -106,7 +148,7 @@ class FusedDenseBlock(Function):
         weights = _per_layer(params, layers)
         ends = [k0]
         for ws in weights:
-            ends.append(ends[-1] + ws[-1].shape[0])          # layer i writes channels ends[i]..ends[i+1]-1
+            ends.append(ends[-1] + ws.last_conv_weight.shape[0])   # layer i writes channels ends[i]..ends[i+1]-1
         keep = is_grad_enabled() and any(self.needs_grad)
         with parallel.own_threads(x):
             X = memory.empty((ends[-1], N, H, W), x.dtype, like=x)
@@ -152,12 +194,15 @@ class FusedDenseBlock(Function):
         R = G[lo:hi].size // (hi - lo)
         ranges = parallel.split(hi - lo)
         scratch = [memory.scratch((b - a, R), G.dtype, like=G) for a, b in ranges] if totals is not None else None
+        if totals is not None:     # complete for these channels: over the whole batch (ops/stats_reducer.py)
+            totals[0][lo:hi], totals[1][lo:hi] = stats_reducer.global_sums(totals[0][lo:hi], totals[1][lo:hi])
+        count = stats_reducer.global_count(R)
 
         def part(i, a, b):
             a, b = lo + a, lo + b
             if totals is not None:
-                v = columns(rows(self.X[a:b]), 0, R, self.stats.mean_of(a, b, G.dtype), scratch[i])
-                statistics_backward(rows(G[a:b]), v, (totals[0][a:b], totals[1][a:b]), R)
+                v = column_slice(as_matrix(self.X[a:b]), 0, R, self.stats.mean_of(a, b, G.dtype), scratch[i])
+                statistics_backward(as_matrix(G[a:b]), v, (totals[0][a:b], totals[1][a:b]), count)
             G[a:b] += g[:, a:b].transpose(1, 0, 2, 3)
 
         parallel.parallel(part, ranges)
@@ -165,53 +210,65 @@ class FusedDenseBlock(Function):
 
 def _layer_forward(X, V, c, spec, ws, stats, keep):
     """Layer l on the first c channels of the block: writes its k channels into X[c:c+k].
-    Returns what its backward needs (None if no backward will come). Each phase shares
-    its work among the threads: columns (images) for the convolutions, rows (channels)
-    for batch norm's statistics."""
+    Returns what its backward needs (a ``SavedLayer``; None if no backward will come). Each
+    phase shares its work among the threads: columns (images) for the convolutions, rows
+    (channels) for batch norm's statistics."""
     training = stats is not None
     _, N, H, W = X.shape
-    R = N * H * W
-    norm1, (w1, b1, cw1) = spec.norms[0], ws[:3]
+    R = stats_reducer.global_count(N * H * W)         # values per channel in the whole batch (every process's)
+    norm1 = spec.norms[0]
     if training:   # the batch statistics are the block's, made when the channels were written
         update_running_statistics(norm1.running_mean, norm1.running_var, stats.mean[:c], stats.var[:c], R,
                                   norm1.momentum)
-    s, t, to_xhat1 = affine_for(w1, b1, norm1.running_mean, norm1.running_var, norm1.eps, training,
-                                stats.var[:c] if training else None)
-    a1, v = ReluAffine(s, t), rows(V[:c])
+    s, t, to_xhat1 = batch_norm_affine(ws.norm1_weight, ws.norm1_bias, norm1.running_mean, norm1.running_var,
+                                       norm1.eps, training, stats.var[:c] if training else None)
+    a1, v = ReluAffine(s, t), as_matrix(V[:c])
     if len(spec.norms) == 1:          # BN-ReLU-Conv kxk on the concatenation
         E = memory.scratch((c, N, H, W), X.dtype, like=X)
-        parallel.parallel(lambda i, lo, hi: a1.rows(lo, hi).shifted_inputs(v[lo:hi], out=rows(E)[lo:hi]),
+        parallel.parallel(lambda i, lo, hi: a1.slice_rows(lo, hi).shifted_inputs(v[lo:hi], out=as_matrix(E)[lo:hi]),
                           parallel.split(c))
         # the convolution is not kept (its copy of E grows with depth): backward runs it again
-        _, ranges, drop2 = _images_conv(E, a1.conv_weight(cw1), spec.padding, spec.drop_rate, training, X, c)
-        layer = (a1, to_xhat1, ranges)
+        _, ranges, drop_out = _images_conv(E, a1.conv_weight(ws.conv1_weight), spec.padding, spec.drop_rate,
+                                           training, X, c)
+        layer = SavedLayer(a1, to_xhat1, ranges, drop_out)
     else:                             # BN-ReLU-Conv1x1 (fused), BN-ReLU-Conv3x3
-        norm2, (w2, b2, cw2) = spec.norms[1], ws[3:]
-        b = memory.empty((cw1.shape[0], N, H, W), X.dtype, like=X)
-        conv1x1_forward(a1, v, cw1, out=rows(b))
-        drop1 = _drop_scale(b.transpose(1, 0, 2, 3), spec.drop_rate, training)
-        folded2 = can_fold(w2)              # s2 = w2 * invstd2 > 0 where w2 > 0: known before the statistics
-        E = memory.scratch(b.shape, X.dtype, like=X)
+        norm2, weight2, bias2 = spec.norms[1], ws.norm2_weight, ws.norm2_bias
+        bottleneck = memory.empty((ws.conv1_weight.shape[0], N, H, W), X.dtype, like=X)
+        conv1x1_forward(a1, v, ws.conv1_weight, out=as_matrix(bottleneck))
+        drop_bottleneck = _drop_scale(bottleneck.transpose(1, 0, 2, 3), spec.drop_rate, training)
+        folded2 = can_fold(weight2)         # s2 = weight2 * invstd2 > 0 where weight2 > 0: known before the statistics
+        E = memory.scratch(bottleneck.shape, X.dtype, like=X)
+        b = as_matrix(bottleneck)
+        synchronized = training and stats_reducer.synchronized()   # then conv2's input waits for the whole batch
 
-        def bn2(i, lo, hi):           # channels lo..hi-1 of b: dropout, centred in place (training), conv2's input
-            if drop1 is not None:
-                b[lo:hi] *= drop1.transpose(1, 0, 2, 3)[lo:hi]
-            stats2 = centred(rows(b)[lo:hi], out=rows(b)[lo:hi]) if training else (None, None)
-            s2, t2, _ = affine_for(w2[lo:hi], b2[lo:hi], norm2.running_mean[lo:hi], norm2.running_var[lo:hi],
-                                   norm2.eps, training, stats2[1])
-            ReluAffine(s2, t2, folded2).shifted_inputs(rows(b)[lo:hi], out=rows(E)[lo:hi])
+        def bn2(i, lo, hi):           # channels lo..hi-1 of the bottleneck: dropout, centred in place (training),
+            if drop_bottleneck is not None:                                              # conv2's input
+                bottleneck[lo:hi] *= drop_bottleneck.transpose(1, 0, 2, 3)[lo:hi]
+            stats2 = centre_rows(b[lo:hi], out=b[lo:hi]) if training else (None, None)
+            if not synchronized:
+                conv2_input(lo, hi, stats2[1])
             return stats2
 
-        parts = parallel.parallel(bn2, parallel.split(b.shape[0]))
+        def conv2_input(lo, hi, var2):
+            s2, t2, _ = batch_norm_affine(weight2[lo:hi], bias2[lo:hi], norm2.running_mean[lo:hi],
+                                          norm2.running_var[lo:hi], norm2.eps, training, var2)
+            ReluAffine(s2, t2, folded2).shifted_inputs(b[lo:hi], out=as_matrix(E)[lo:hi])
+
+        parts = parallel.parallel(bn2, parallel.split(bottleneck.shape[0]))
         var2 = None
         if training:
             mean2, var2 = (backend.get_array_module(b).concatenate(v) for v in zip(*parts))
+            if synchronized:
+                mean2, var2 = whole_batch_rows(N * H * W, mean2, var2, b)
+                parallel.parallel(lambda i, lo, hi: conv2_input(lo, hi, var2[lo:hi]), parallel.split(b.shape[0]))
             update_running_statistics(norm2.running_mean, norm2.running_var, mean2, var2, R, norm2.momentum)
-        s2, t2, to_xhat2 = affine_for(w2, b2, norm2.running_mean, norm2.running_var, norm2.eps, training, var2)
+        s2, t2, to_xhat2 = batch_norm_affine(weight2, bias2, norm2.running_mean, norm2.running_var, norm2.eps,
+                                             training, var2)
         a2 = ReluAffine(s2, t2, folded2)
-        convs, ranges, drop2 = _images_conv(E, a2.conv_weight(cw2), spec.padding, spec.drop_rate, training, X, c)
-        layer = (a1, to_xhat1, b, drop1, training, a2, to_xhat2, convs, ranges)
-    return layer + (drop2,) if keep else None
+        convs2, ranges, drop_out = _images_conv(E, a2.conv_weight(ws.conv2_weight), spec.padding, spec.drop_rate,
+                                                training, X, c)
+        layer = SavedLayer(a1, to_xhat1, ranges, drop_out, bottleneck, drop_bottleneck, a2, to_xhat2, convs2)
+    return layer if keep else None
 
 
 def _images_conv(E, weight, padding, drop_rate, training, X, c):
@@ -244,66 +301,70 @@ def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
     V (X - mean in training, X in eval) is made again from X."""
     _, N, H, W = G.shape
     R = N * H * W
-    k = ws[-1].shape[0]
+    k = ws.last_conv_weight.shape[0]
     dy = G[c:c + k].transpose(1, 0, 2, 3)
-    if saved[-1] is not None:                  # dropout after the last convolution
-        dy *= saved[-1]
-    x, mean = rows(X[:c]), (None if stats is None else stats.mean_of(0, c, G.dtype))
+    if saved.drop_out is not None:             # dropout after the last convolution
+        dy *= saved.drop_out
+    x, mean = as_matrix(X[:c]), (None if stats is None else stats.mean_of(0, c, G.dtype))
     HW = H * W
+    a1 = saved.affine1
     if len(spec.norms) == 1:
-        a1, to_xhat1, ranges, _ = saved
         v = x if mean is None else memory.scratch(x.shape, G.dtype, like=G)
         E = memory.scratch((c, N, H, W), G.dtype, like=G)
 
         def inputs(i, lo, hi):                 # x - mean again (training), and the convolution's input
             if mean is not None:
-                columns(x[lo:hi], 0, R, mean[lo:hi], v[lo:hi])
-            a1.rows(lo, hi).shifted_inputs(v[lo:hi], out=rows(E)[lo:hi])
+                column_slice(x[lo:hi], 0, R, mean[lo:hi], v[lo:hi])
+            a1.slice_rows(lo, hi).shifted_inputs(v[lo:hi], out=as_matrix(E)[lo:hi])
 
         parallel.parallel(inputs, parallel.split(c))
-        cw = a1.conv_weight(ws[2])
+        cw = a1.conv_weight(ws.conv1_weight)
 
         def images(i, lo, hi):                 # the convolution again, its backward, the ReLU's mask
             conv, _ = _conv(E[:, lo:hi].transpose(1, 0, 2, 3), cw, spec.padding)
             dE, gw = conv.backward(dy[lo:hi])[:2]
             return gw, _masked(a1, v[:, lo * HW:hi * HW], E[:, lo:hi], dE)
 
-        gw_parts, sum_parts = zip(*parallel.parallel(images, ranges))
+        gw_parts, sum_parts = zip(*parallel.parallel(images, saved.image_ranges))
         gw1 = a1.weight_grad(sum(gw_parts))
         sums1 = a1.du_sums(tuple(sum(s_) for s_ in zip(*sum_parts)))
-        parallel.parallel(lambda i, lo, hi: _add_into(G, rows(E), a1, lo, hi, first), parallel.split(c))
+        parallel.parallel(lambda i, lo, hi: _add_into(G, as_matrix(E), a1, lo, hi, first), parallel.split(c))
         param_grads = ()
     else:
-        a1, to_xhat1, bc, drop1, training, a2, to_xhat2, convs, ranges, _ = saved
-        d2 = memory.scratch(bc.shape, G.dtype, like=G)
-        bh = rows(bc)                          # b - mean2 (training), b (eval)
+        a2, drop_bottleneck = saved.affine2, saved.drop_bottleneck
+        d2 = memory.scratch(saved.bottleneck.shape, G.dtype, like=G)
+        bh = as_matrix(saved.bottleneck)       # bottleneck - mean2 (training), the bottleneck (eval)
 
         def images(i, lo, hi):                 # conv2's backward, then the ReLU's mask
-            dE2, gw2 = convs[i].backward(dy[lo:hi])[:2]
+            dE2, gw2 = saved.convs2[i].backward(dy[lo:hi])[:2]
             return gw2, _masked(a2, bh[:, lo * HW:hi * HW], d2[:, lo:hi], dE2)
 
-        gw2_parts, sum_parts = zip(*parallel.parallel(images, ranges))
+        gw2_parts, sum_parts = zip(*parallel.parallel(images, saved.image_ranges))
         du2 = a2.du_sums(tuple(sum(s_) for s_ in zip(*sum_parts)))
         sum_d2, sum_dv2 = a2.dv_sums(du2)
-        invstd2 = to_xhat2[1]
+        if stats is not None:                  # over the whole batch (data parallelism: ops/stats_reducer.py)
+            sum_d2, sum_dv2 = stats_reducer.global_sums(sum_d2, sum_dv2)
+        invstd2 = saved.to_xhat2[1]
 
-        def to_db(i, lo, hi):                  # dL/dv2 -> dL/db (through bn2's statistics), dropout's backward
-            d = rows(d2)[lo:hi]
-            a2.rows(lo, hi).to_dv(d)
-            if training:
-                statistics_backward(d, bh[lo:hi], (sum_d2[lo:hi], (invstd2 * invstd2 * sum_dv2)[lo:hi]), R)
-            if drop1 is not None:
-                d2[lo:hi] *= drop1.transpose(1, 0, 2, 3)[lo:hi]
+        def to_db(i, lo, hi):                  # dL/dv2 -> dL/d(bottleneck) (through bn2's statistics), dropout's
+            d = as_matrix(d2)[lo:hi]                                                                # backward
+            a2.slice_rows(lo, hi).to_dv(d)
+            if stats is not None:
+                statistics_backward(d, bh[lo:hi], (sum_d2[lo:hi], (invstd2 * invstd2 * sum_dv2)[lo:hi]),
+                                    stats_reducer.global_count(R))
+            if drop_bottleneck is not None:
+                d2[lo:hi] *= drop_bottleneck.transpose(1, 0, 2, 3)[lo:hi]
 
         parallel.parallel(to_db, parallel.split(d2.shape[0]))
-        gw1, *sums1 = conv1x1_backward(a1, x, ws[2], rows(d2), dv=rows(G[:c]), accumulate=not first, mean=mean)
-        param_grads = norm_grads(du2, to_xhat2) + (a2.weight_grad(sum(gw2_parts)),)
+        gw1, *sums1 = conv1x1_backward(a1, x, ws.conv1_weight, as_matrix(d2), dv=as_matrix(G[:c]),
+                                       accumulate=not first, mean=mean)
+        param_grads = batch_norm_grads(du2, saved.to_xhat2) + (a2.weight_grad(sum(gw2_parts)),)
     if totals is not None:   # this layer's sums of dL/dV and invstd^2 dL/dV V, for the statistics' backward
         sum_d, sum_dv = a1.dv_sums(sums1)
-        invstd1 = to_xhat1[1]
+        invstd1 = saved.to_xhat1[1]
         totals[0][:c] += sum_d
         totals[1][:c] += invstd1 * invstd1 * sum_dv
-    return norm_grads(tuple(sums1), to_xhat1) + (gw1,) + param_grads
+    return batch_norm_grads(tuple(sums1), saved.to_xhat1) + (gw1,) + param_grads
 
 
 def _masked(affine, v, out, d_inputs):
@@ -320,20 +381,19 @@ def _masked(affine, v, out, d_inputs):
 def _add_into(G, d, affine, lo, hi, first):
     """Rows lo..hi-1: d -> dL/dv (``ReluAffine.to_dv``), then into G (assigned if ``first``)."""
     rows_d = d[lo:hi]
-    if not affine.folded:
-        rows_d *= affine.s[lo:hi].reshape(-1, 1)
+    affine.slice_rows(lo, hi).to_dv(rows_d)
     if first:
-        rows(G)[lo:hi] = rows_d
+        as_matrix(G)[lo:hi] = rows_d
     else:
-        rows(G)[lo:hi] += rows_d
+        as_matrix(G)[lo:hi] += rows_d
 
 
 def _per_layer(params, layers):
-    """The flat parameter list split into one tuple per layer (3 arrays per batch norm)."""
+    """The flat parameter list split into one ``LayerParams`` per layer (3 arrays per batch norm)."""
     out, i = [], 0
     for spec in layers:
         n = 3 * len(spec.norms)
-        out.append(tuple(params[i:i + n]))
+        out.append(LayerParams(*params[i:i + n]))
         i += n
     return out
 
@@ -346,22 +406,22 @@ def dense_block(x, params, layers, training):
     arrays = [p.data if isinstance(p, Tensor) else p for p in params]
     if data.ndim != 4:
         raise ValueError(f"dense_block expects input of shape (N, C, H, W), got shape {tuple(data.shape)}")
-    per_layer = _per_layer(arrays, layers)
-    if sum(len(ws) for ws in per_layer) != len(arrays):
+    if sum(3 * len(spec.norms) for spec in layers) != len(arrays):
         raise ValueError(f"dense_block: {len(arrays)} parameters do not fit {len(layers)} layers")
     shape, channels = tuple(data.shape), data.shape[1]
-    for i, (spec, ws) in enumerate(zip(layers, per_layer)):
+    for i, (spec, ws) in enumerate(zip(layers, _per_layer(arrays, layers))):
+        given = ws[:3 * len(spec.norms)]
         for j, norm in enumerate(spec.norms):
-            weight, bias, conv = ws[3 * j:3 * j + 3]
-            width = channels if j == 0 else ws[2].shape[0]
+            weight, bias, conv = given[3 * j:3 * j + 3]
+            width = channels if j == 0 else ws.conv1_weight.shape[0]
             where = f"dense_block layer {i + 1} norm{j + 1}"
             check_batch_norm_args(where, (shape[0], width) + shape[2:], norm.running_mean, norm.running_var,
                                   weight, bias, training, norm.momentum)
             if conv.ndim != 4 or conv.shape[1] != width or (j == 0 and len(spec.norms) == 2 and conv.shape[2:] != (1, 1)):
                 raise ValueError(f"{where}: {width} channels do not fit conv weight of shape {tuple(conv.shape)}")
-        for a in ws:
+        for a in given:
             if a.dtype != data.dtype:
                 raise TypeError(f"dense_block: input dtype {data.dtype} differs from layer {i + 1}'s "
                                 f"parameter dtype {a.dtype}")
-        channels += ws[-1].shape[0]
+        channels += ws.last_conv_weight.shape[0]
     return FusedDenseBlock.apply(x, *params, layers=layers, training=training)

@@ -17,9 +17,10 @@ The batch statistics are summed in float64 whatever the input's dtype (as
 PyTorch does on the CPU): a float32 sum of M values loses about log2(M) bits,
 and a mean that is off by a little shifts every xhat by a lot when the
 values sit far from zero (x = 1e4 + noise). Only the two per-channel
-vectors are float64; the arrays stay in x's dtype. ``batch_statistics``,
-``update_running_statistics`` and ``check_batch_norm_args`` serve this op and
-the fused ones (ops/bn_relu.py, ops/dense_block.py).
+vectors are float64; the arrays stay in x's dtype. The fused ops of the
+memory-efficient DenseNet (ops/bn_relu.py, ops/dense_block.py) compute the same
+statistics on their own layout (ops/channel_major.py) and share this op's
+``inverse_std``, ``update_running_statistics`` and ``check_batch_norm_args``.
 
 Synchronized batch norm (data parallelism, tinydense/distributed/): when several processes
 each hold a shard of the batch, the count, mean and variance (forward) and sum g, sum g * xhat
@@ -44,44 +45,15 @@ def _per_channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def batch_statistics(x, axes, centred=None):
+def batch_statistics(x, axes):
     """Per-channel mean and biased variance of ``x`` over ``axes`` (every axis but the
-    channel's), both float64 vectors, and x - mean in x's dtype (written into ``centred``
-    if given). The mean is summed in float64; the variance, from the centred values as
-    numerically it must be, in float64 over partial sums of at most SQUARES_BLOCK
-    squares (the fused ops' (C, R) rows) or in float64 throughout (other layouts)."""
+    channel's), both float64 vectors, and x - mean in x's dtype."""
     xp = backend.get_array_module(x)
     count = math.prod(x.shape[a] for a in axes)
-    letters = "abcdefgh"[:x.ndim]
-    channel = next(letters[i] for i in range(x.ndim) if i not in axes)
-    mean = xp.einsum(f"{letters}->{channel}", x, dtype=xp.float64) / count
-    shape = [1] * x.ndim
-    shape[letters.index(channel)] = -1
-    centred = xp.subtract(x, mean.astype(x.dtype).reshape(shape), out=centred)
-    if x.ndim == 2 and tuple(axes) == (1,):
-        var = _row_sums_of_squares(centred) / count
-    else:
-        var = (centred * centred).sum(axis=axes, dtype=xp.float64) / count
+    mean = x.sum(axis=axes, dtype=xp.float64) / count
+    centred = x - _per_channel(mean.astype(x.dtype), x.ndim)
+    var = (centred * centred).sum(axis=axes, dtype=xp.float64) / count
     return mean, var, centred
-
-
-SQUARES_BLOCK = 1024
-
-
-def _row_sums_of_squares(a):
-    """sum over each row of a (C, R) of its squares: float64 over partial sums of
-    SQUARES_BLOCK values (a float32 sum of 1024 squares of centred values is good to
-    about 1e-7; no temporary of a's size)."""
-    xp = backend.get_array_module(a)
-    C, R = a.shape
-    whole = R - R % SQUARES_BLOCK
-    total = xp.zeros(C, dtype=xp.float64)
-    if whole:
-        blocks = a[:, :whole].reshape(C, -1, SQUARES_BLOCK)
-        total += xp.einsum("cbr,cbr->cb", blocks, blocks).sum(axis=1, dtype=xp.float64)
-    if whole < R:
-        total += xp.einsum("cr,cr->c", a[:, whole:], a[:, whole:])
-    return total
 
 
 def inverse_std(var, eps, dtype):
