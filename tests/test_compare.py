@@ -149,7 +149,7 @@ def test_load_note_warns_when_other_processes_compete():
 
 
 def test_refuses_a_measurement_that_would_not_fit(monkeypatch):
-    monkeypatch.setattr(cmp, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(cmp.memory, "available_memory", lambda: 1000)
     with pytest.raises(ValueError, match=r"training tiny at 8x8 with batch 2 would need about .* GB, more than"):
         cmp.compare_models([("tiny", tiny_net(), 8)], batch=2)
 

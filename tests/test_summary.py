@@ -134,7 +134,7 @@ def test_a_batch_shape_is_accepted_as_torchinfo_does():
 def test_a_huge_input_is_refused_with_an_estimate_before_anything_is_allocated():
     """Regression: a huge image died in a raw allocation error (or ran the machine out
     of memory). The estimate is the layer outputs of a 32x32 image, scaled by area."""
-    from tinydense.tools import summary as summary_module
+    from tinydense import memory as summary_module       # where summary asks for the available memory
     model = models.densenet_bc(10, 4)
     small = td.summary(model, (3, 32, 32)).total_memory_bytes
     with pytest.raises(ValueError) as info:
@@ -144,15 +144,15 @@ def test_a_huge_input_is_refused_with_an_estimate_before_anything_is_allocated()
     assert "use a smaller image" in str(info.value)
     # the same arithmetic decides a size just under and just over the limit
     limit = 2 * small * (300 / 32) ** 2                   # a 300x300 image would need half of this
-    original = summary_module._available_memory
+    original = summary_module.available_memory
     try:
-        summary_module._available_memory = lambda: limit * 1.01
+        summary_module.available_memory = lambda: limit * 1.01
         td.summary(model, (3, 300, 300))
-        summary_module._available_memory = lambda: limit * 0.99
+        summary_module.available_memory = lambda: limit * 0.99
         with pytest.raises(ValueError, match="more than half"):
             td.summary(model, (3, 300, 300))
     finally:
-        summary_module._available_memory = original
+        summary_module.available_memory = original
 
 
 def test_the_count_is_called_multiply_adds_everywhere():

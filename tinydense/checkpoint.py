@@ -10,23 +10,22 @@ values (None, bool, int, float, str), e.g.
 
 Each array is one entry named by its path ("model/features.conv0.weight");
 one more entry, ``__tinydense__``, holds the nesting and the plain values
-as JSON. The file is written to a temporary name in the same folder and
-renamed over ``path`` only when complete, so a crash or a full disk never
-leaves a truncated checkpoint under the real name (and never destroys the
-previous one).
+as JSON. The file is written atomically (:func:`tinydense.files.write_atomic`):
+a crash or a full disk never leaves a truncated checkpoint under the real name
+(and never destroys the previous one).
 """
 from __future__ import annotations
 
 import json
 import numbers
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from . import backend
 from .autograd import Tensor
+from .files import write_atomic
 
 FORMAT = "tinydense-checkpoint"
 VERSION = 1
@@ -95,25 +94,14 @@ def save(state, path) -> None:
     arrays = {}
     tree = _encode(state, "", arrays)          # every TypeError is raised before a file is touched
     manifest = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree})
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)          # the permissions a plain open() would give
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                entries = [(MANIFEST, np.frombuffer(manifest.encode("utf-8"), dtype=np.uint8))]
-                for name, array in entries + list(arrays.items()):
-                    with zf.open(name + ".npy", "w", force_zip64=True) as entry:
-                        np.lib.format.write_array(entry, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            entries = [(MANIFEST, np.frombuffer(manifest.encode("utf-8"), dtype=np.uint8))]
+            for name, array in entries + list(arrays.items()):
+                with zf.open(name + ".npy", "w", force_zip64=True) as entry:
+                    np.lib.format.write_array(entry, array, allow_pickle=False)
+    write_atomic(path, write)
 
 
 WHAT_A_CHECKPOINT_IS = (f"a tinydense checkpoint is an .npz archive (a zip of numeric .npy arrays with a "

@@ -160,7 +160,9 @@ def _schedule(c) -> str:
 
 def cmd_train(args) -> int:
     from .tools.plots import plot_curves
-    from .training import Trainer, blas_threads, make_config, plural, run_name, set_blas_threads
+    from .text import plural
+    from .threads import blas_threads, set_blas_threads
+    from .training import Trainer, make_config, run_name
     if args.threads is not None:
         set_blas_threads(args.threads)
     options = {k: getattr(args, k) for k in CONFIG_OPTIONS}
@@ -220,7 +222,8 @@ def cmd_evaluate(args) -> int:
     import numpy as np
 
     from .tools.plots import plot_confusion
-    from .training import evaluate, load_model, nonfinite_entries, set_blas_threads
+    from .threads import set_blas_threads
+    from .training import evaluate, load_model, nonfinite_entries
     if args.batch_size <= 0:
         raise ValueError(f"batch-size must be a positive integer, got {args.batch_size}")
     plot_path = _confusion_path(args)
@@ -363,8 +366,8 @@ def _add_compare_parser(sub):
 
 def cmd_compare(args) -> int:
     from .tools.compare import check_plottable, compare, resolve
+    from .threads import set_blas_threads
     from .tools.plots import check_image_path
-    from .training import set_blas_threads
     names = resolve(args.models)                            # unknown names: refused before any work
     for option in ("image_size", "batch", "repeats"):
         value = getattr(args, option)

@@ -37,10 +37,13 @@ ops' worker threads get their arrays made beforehand, ops/parallel.py).
 
 The pool keeps what it allocated until ``clear()``: its size is the most
 memory that was in use at one time (one training step's worth).
+``available_memory()`` says how much the machine has left (for the size
+checks of training, ``summary`` and ``compare``).
 """
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import numpy as np
@@ -126,3 +129,18 @@ def pool_nbytes() -> int:
 def clear() -> None:
     """Empty the shared pool (e.g. after training, before building another model)."""
     _pool.clear()
+
+
+def available_memory():
+    """Bytes of memory available on this machine (Linux: MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -86,13 +86,14 @@ class DenseNet(Module):
                 ("conv0", Conv2d(in_channels, num_init_features, kernel_size=3, padding=1, bias=False)),
             ])
         channels = num_init_features
+        widths = transition_widths(num_init_features, block_config, growth_rate, compression)
         for i, num_layers in enumerate(block_config):
             block = block_class(num_layers, channels, growth_rate, bottleneck=bottleneck,
                                 bn_size=bn_size, drop_rate=drop_rate)
             layers[f"denseblock{i + 1}"] = block
             channels = block.out_channels
             if i != len(block_config) - 1:
-                out = int(math.floor(compression * channels))
+                out = widths[i][0]
                 layers[f"transition{i + 1}"] = transition_class(channels, out, drop_rate=drop_rate)
                 channels = out
         layers["norm5"] = BatchNorm2d(channels)
@@ -119,7 +120,35 @@ class DenseNet(Module):
         return self.classifier(self.flatten(self.pool(out)))
 
 
+def transition_widths(num_init_features, block_config, growth_rate, compression) -> list:
+    """(channels kept, channels coming in) of each transition of a DenseNet: a dense
+    block of n layers adds n*k channels to what comes in, a transition keeps
+    floor(theta*m) of its m (the arithmetic :class:`DenseNet` builds with)."""
+    channels, widths = num_init_features, []
+    for num_layers in tuple(block_config)[:-1]:
+        incoming = channels + num_layers * growth_rate
+        channels = int(math.floor(compression * incoming))
+        widths.append((channels, incoming))
+    return widths
+
+
 # --- CIFAR models (the paper's Section 4) ------------------------------------------
+
+def cifar_layout(depth, growth_rate, bottleneck=False, compression=1.0):
+    """(block_config, stem channels) of the CIFAR DenseNet of ``depth``: three blocks of
+    n = (L - 4) / 3 layers, or (L - 4) / 6 with bottleneck; a stem of 2k channels for
+    DenseNet-BC (bottleneck and compression < 1), else 16. ValueError if L does not fit."""
+    if not isinstance(depth, int) or isinstance(depth, bool):
+        raise ValueError(f"densenet: depth must be an integer, got {depth!r}")
+    per_layer = 6 if bottleneck else 3
+    kind = "DenseNet-B(C) with bottleneck: L = 6n + 4" if bottleneck else "DenseNet: L = 3n + 4"
+    if depth < per_layer + 4 or (depth - 4) % per_layer:
+        lower = max(per_layer + 4, depth - (depth - 4) % per_layer)
+        raise ValueError(f"densenet: depth {depth} does not fit {kind} with n >= 1 layers per block "
+                         f"(nearest valid depths: {lower}, {lower + per_layer})")
+    n = (depth - 4) // per_layer
+    return (n, n, n), (2 * growth_rate if bottleneck and compression < 1 else 16)
+
 
 def densenet(depth, growth_rate, bottleneck=False, compression=1.0, num_classes=10, drop_rate=0.0,
              memory_efficient=MEMORY_EFFICIENT):
@@ -131,17 +160,8 @@ def densenet(depth, growth_rate, bottleneck=False, compression=1.0, num_classes=
     The stem is one 3x3 conv to 16 channels (2k for DenseNet-BC: bottleneck and
     compression < 1); no stem norm or pool.
     """
-    if not isinstance(depth, int) or isinstance(depth, bool):
-        raise ValueError(f"densenet: depth must be an integer, got {depth!r}")
-    per_layer = 6 if bottleneck else 3
-    kind = "DenseNet-B(C) with bottleneck: L = 6n + 4" if bottleneck else "DenseNet: L = 3n + 4"
-    if depth < per_layer + 4 or (depth - 4) % per_layer:
-        lower = max(per_layer + 4, depth - (depth - 4) % per_layer)
-        raise ValueError(f"densenet: depth {depth} does not fit {kind} with n >= 1 layers per block "
-                         f"(nearest valid depths: {lower}, {lower + per_layer})")
-    n = (depth - 4) // per_layer
-    stem = 2 * growth_rate if bottleneck and compression < 1 else 16
-    return DenseNet(growth_rate, (n, n, n), stem, bn_size=4, bottleneck=bottleneck, compression=compression,
+    block_config, stem = cifar_layout(depth, growth_rate, bottleneck, compression)
+    return DenseNet(growth_rate, block_config, stem, bn_size=4, bottleneck=bottleneck, compression=compression,
                     drop_rate=drop_rate, num_classes=num_classes, stem="cifar", memory_efficient=memory_efficient)
 
 

@@ -9,7 +9,7 @@ release the GIL), while BLAS is limited to one thread: exactly ``threads()``
 threads compute, each on its own data.
 
 ``threads()`` is the number of threads BLAS was given (OPENBLAS_NUM_THREADS,
-OMP_NUM_THREADS or threadpoolctl), read through threadpoolctl; without
+OMP_NUM_THREADS or ``--threads``), read through tinydense/threads.py; without
 threadpoolctl, or for CuPy arrays, it is 1 and every phase runs in the calling
 thread. Results do not depend on it beyond rounding (a sum over parts is added
 in another order).
@@ -25,32 +25,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-try:
-    from threadpoolctl import ThreadpoolController
-except ImportError:              # then everything runs in the calling thread
-    ThreadpoolController = None
+from ..threads import blas_limited_to, blas_threads
 
-_blas = []                       # [threadpoolctl's controller of the BLAS libraries], made once
 _workers = {}                    # thread count -> ThreadPoolExecutor
 _active = [1]                    # parts per phase inside ``own_threads``
 if hasattr(os, "register_at_fork"):   # a forked child has none of the parent's threads: new pools
     os.register_at_fork(after_in_child=_workers.clear)
 
 
-def _blas_libraries():
-    if ThreadpoolController is None:
-        return []
-    if not _blas:
-        _blas.append([lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"])
-    return _blas[0]
-
-
 def threads(like=None):
     """How many threads the fused ops use for ``like`` (a NumPy array by default)."""
     if like is not None and not isinstance(like, np.ndarray):
         return 1
-    libraries = _blas_libraries()
-    return max([1] + [lib.num_threads for lib in libraries])
+    return blas_threads() or 1
 
 
 @contextlib.contextmanager
@@ -60,17 +47,12 @@ def own_threads(like):
     if n == 1:
         yield
         return
-    libraries = _blas_libraries()
-    before = [lib.num_threads for lib in libraries]
-    for lib in libraries:
-        lib.set_num_threads(1)
     _active.append(n)
     try:
-        yield
+        with blas_limited_to(1):
+            yield
     finally:
         _active.pop()
-        for lib, count in zip(libraries, before):
-            lib.set_num_threads(count)
 
 
 def split(n, parts=None):

@@ -38,12 +38,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import functional as F
 from .. import memory, models
 from ..autograd import Tensor, no_grad
 from ..nn import init
 from ..optim import SGD
-from .summary import _available_memory, summary
+from ..text import format_duration
+from ..threads import blas_threads
+from ..training.loop import train_step
+from .plots import check_image_path, figure, save_figure
+from .summary import summary
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,6 @@ class Accuracy:
     dataset: str
     source: str
     detail: str = ""
-
-    @property
-    def citation(self):
-        return f"{self.source}: {self.detail}" if self.detail else self.source
 
 
 TORCHVISION = ("torchvision 0.29.1: acc@1 (ImageNet-1K validation set, one 224x224 centre crop) in the "
@@ -199,15 +198,12 @@ def median_seconds(fn, repeats, warmup=1, clock=time.perf_counter):
     return statistics.median(times)
 
 
-def _logits(out):
-    return out[0] if isinstance(out, tuple) else out       # GoogLeNet's auxiliary outputs in training
-
-
 def measure(model, image_size, batch=2, repeats=3, warmup=1, seed=0):
     """(inference, training) images per second of ``model`` on ``batch`` random float32
     images of 3 x image_size x image_size: the median of ``repeats`` runs after ``warmup``.
-    Inference: eval mode, ``no_grad``, forward. Training: train mode, forward, cross-entropy,
-    backward, SGD step (lr 1e-3, momentum 0.9). The model's weights change (SGD steps)."""
+    Inference: eval mode, ``no_grad``, forward. Training: train mode, the training loop's
+    step (:func:`tinydense.training.loop.train_step`: forward, cross-entropy, backward, SGD
+    step; lr 1e-3, momentum 0.9). The model's weights change (SGD steps)."""
     rng = np.random.default_rng(seed)
     x = Tensor(rng.standard_normal((batch, 3, image_size, image_size)).astype(np.float32))
     mode = model.training
@@ -219,19 +215,11 @@ def measure(model, image_size, batch=2, repeats=3, warmup=1, seed=0):
     try:
         model.eval()
         inference = median_seconds(infer, repeats, warmup)
-        model.train()
         with no_grad():
-            classes = _logits(model(x)).shape[1]
-        y = np.arange(batch) % classes
+            y = Tensor(np.arange(batch) % model(x).shape[1])
+        model.train()
         optimizer = SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-        def step():
-            loss = F.cross_entropy(_logits(model(x)), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-        training = median_seconds(step, repeats, warmup)
+        training = median_seconds(lambda: train_step(model, optimizer, x, y), repeats, warmup)
     finally:
         model.train(mode)
     return batch / inference, batch / training
@@ -366,9 +354,8 @@ def compare_models(entries, batch=2, repeats=3, warmup=1, measure_speed=True, lo
         del m
     threads = None
     if measure_speed:
-        from ..training import blas_threads
         threads = blas_threads()
-        available = _available_memory()
+        available = memory.available_memory()
         for r in rows:
             needed = _training_bytes(r, batch)
             if available is not None and needed > 0.8 * available:
@@ -377,7 +364,7 @@ def compare_models(entries, batch=2, repeats=3, warmup=1, measure_speed=True, lo
                                  f"{available / 2 ** 30:.1f} GB available: use a smaller --batch or --image-size")
         seconds = estimate_seconds(rows, batch, repeats, warmup)
         say(f"measuring throughput (batch {batch}, median of {repeats} after {warmup} warm-up, "
-            f"{threads or 'default'} BLAS threads): about {_duration(seconds)} (a rough estimate from the "
+            f"{threads or 'default'} BLAS threads): about {format_duration(seconds)} (a rough estimate from the "
             f"multiply-adds, parameters and layers, and this machine's speed now)")
         for (name, model, size), r in zip(entries, rows):
             start = time.perf_counter()
@@ -393,7 +380,7 @@ def compare_models(entries, batch=2, repeats=3, warmup=1, measure_speed=True, lo
                 memory.clear()
             r["load"] = _load_average()
             say(f"  {name}: {r['inference']:.3g} img/s inference, {r['training']:.3g} img/s training "
-                f"({time.perf_counter() - start:.0f} s)")
+                f"({format_duration(time.perf_counter() - start)})")
     return Comparison(rows, batch, repeats, warmup, threads, measure_speed)
 
 
@@ -420,14 +407,6 @@ def load_note(loads, threads, cpus=None):
         text += ("; other processes were competing for the CPUs, so these img/s are lower and noisier than on "
                  "an idle machine (run again when it is quiet)")
     return text + "."
-
-
-def _duration(seconds):
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 BUBBLE_AREA = 8.0            # points^2 of bubble per million parameters
@@ -471,8 +450,7 @@ def complexity_figure(rows, title=None):
     check_plottable([r["name"] for r in rows])
     drawn = [r for r in rows if r["accuracy"] is not None]
     datasets = list(dict.fromkeys(r["accuracy"].dataset for r in drawn))
-    from .plots import _figure
-    fig = _figure(9.5 * len(datasets), 6.5)
+    fig = figure(9.5 * len(datasets), 6.5)
     axes = np.atleast_1d(fig.subplots(1, len(datasets)))
     labels = []
     for ax, dataset in zip(axes, datasets):
@@ -513,6 +491,5 @@ def complexity_figure(rows, title=None):
 def plot_complexity(rows, path, title=None):
     """The lecture's complexity chart of ``rows`` (Comparison.rows) to ``path``: x the
     multiply-adds, y the published top-1 accuracy, bubble area the parameters."""
-    from .plots import _save, check_image_path
     check_image_path(path)
-    return _save(complexity_figure(rows, title), path)
+    return save_figure(complexity_figure(rows, title), path)

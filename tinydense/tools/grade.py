@@ -16,6 +16,7 @@ Notebooks need nbclient and ipykernel (the ``dev`` or ``lessons`` extra).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from ..files import write_atomic
 
 CHECK_TAGS = ("exercise-check", "workspace-check")
 STUB_TAG = "exercise-stub"
@@ -246,12 +249,9 @@ def grade(paths, out, lessons=None, timeout=600, fast=True, progress=print):
         passed = sum(r[2] == "PASS" for r in new)
         progress(f"{f}: {passed} of {len(new)} PASS")
         rows += new
-    tmp = out.with_name(out.name + ".part")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(FIELDS)
-        writer.writerows(rows)
-    os.replace(tmp, out)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows([FIELDS] + rows)
+    write_atomic(out, text.getvalue())
     return rows
 
 

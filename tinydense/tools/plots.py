@@ -7,14 +7,15 @@ chooses the format (``.png``, ``.svg``, ``.pdf``, ``.jpg`` ...).
 from __future__ import annotations
 
 import csv
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 
+from ..files import write_atomic
 
-def _figure(width, height):
+
+def figure(width, height):
+    """An empty matplotlib figure of ``width`` x ``height`` inches on the Agg canvas (no window)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height), dpi=100)
@@ -42,19 +43,10 @@ def check_image_path(path) -> str:
     return suffix
 
 
-def _save(fig, path) -> Path:
-    """Save in the format of ``path``'s suffix, atomically: render to a temporary
-    file beside it (``.NAME.*.tmp``), then rename it into place."""
-    path = Path(path)
+def save_figure(fig, path) -> Path:
+    """Save in the format of ``path``'s suffix, atomically (:func:`tinydense.files.write_atomic`)."""
     fmt = check_image_path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda f: fig.savefig(f, format=fmt))
 
 
 def read_metrics(path) -> dict:
@@ -82,7 +74,7 @@ def curves_figure(m, title=None):
     style = {"marker": "o", "markersize": 3} if len(epoch) <= 50 else {}
     chosen = "val_acc" if "val_acc" in m else "test_acc"
     best = int(np.argmax(m[chosen]))
-    fig = _figure(13, 4.6)
+    fig = figure(13, 4.6)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     ax_loss.plot(epoch, m["train_loss"], label="train", **style)
     if "val_loss" in m:
@@ -117,7 +109,7 @@ def curves_figure(m, title=None):
 def plot_curves(metrics_csv, path, title=None) -> Path:
     """Loss, accuracy and learning rate per epoch (train, validation if any, test) to ``path``."""
     check_image_path(path)
-    return _save(curves_figure(read_metrics(metrics_csv), title), path)
+    return save_figure(curves_figure(read_metrics(metrics_csv), title), path)
 
 
 def plot_confusion(confusion, classes, path, title=None) -> Path:
@@ -128,7 +120,7 @@ def plot_confusion(confusion, classes, path, title=None) -> Path:
     k = len(classes)
     fraction = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     size = max(5, min(0.45 * k + 2, 30))
-    fig = _figure(size, size)
+    fig = figure(size, size)
     ax = fig.subplots()
     image = ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
@@ -140,4 +132,4 @@ def plot_confusion(confusion, classes, path, title=None) -> Path:
             ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
                     color="white" if fraction[i, j] > 0.5 else "black")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

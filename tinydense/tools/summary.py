@@ -31,11 +31,9 @@ inside has a hook, models/efficient_densenet.py.)
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from .. import backend
+from .. import backend, memory
 from ..autograd import Tensor, no_grad
 from ..nn import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Linear, MaxPool2d
 
@@ -146,26 +144,11 @@ def _trace(model, image_shape):
     return events
 
 
-def _available_memory():
-    """Bytes of memory available on this machine (Linux: MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _check_memory(model, image_shape, batch):
     """Refuse (ValueError, with the estimate) an input whose layer outputs would not fit
     in half the available memory, estimated from a PROBE_SIZE x PROBE_SIZE image."""
     c, h, w = image_shape
-    available = _available_memory()
+    available = memory.available_memory()
     if c * h * w <= LARGE_INPUT or available is None:
         return
     try:
