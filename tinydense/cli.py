@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -81,7 +82,9 @@ def _add_model_options(p, training):
                         "images; best.npz by test accuracy, and the final epoch is the one to report)")
     g.add_argument("--seed", type=int, help="seed of every random generator (default: 0)")
     g.add_argument("--device", help="cpu or cuda (default: cpu)")
-    g.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+    g.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP + " (with N processes: CORES/N each)")
+    g.add_argument("--nproc", type=int, metavar="N", help="N processes of this machine, data parallel (mpiexec -n N "
+                   "tinydense train ...; pip install -e \".[mpi]\"); the batch size stays the global batch")
     g = p.add_argument_group("files")
     g.add_argument("--data-dir", help="directory holding cifar-10-batches-py/ (default: $TINYDENSE_DATA, else, "
                                       "with --resume, the run's, else data/)")
@@ -159,18 +162,25 @@ def _schedule(c) -> str:
 
 
 def cmd_train(args) -> int:
+    from .training.distributed import on_processes
+    return on_processes(args.nproc, args.argv, lambda comm: _train(args, comm))
+
+
+def _train(args, comm) -> int:
     from .tools.plots import plot_curves
     from .text import plural
     from .threads import blas_threads, set_blas_threads
     from .training import Trainer, make_config, run_name
-    if args.threads is not None:
-        set_blas_threads(args.threads)
+    from .training.distributed import DistributedTrainer
+    if args.threads is not None or comm.size > 1:     # N processes share the cores
+        set_blas_threads(max(1, (os.cpu_count() or 1) // comm.size) if args.threads is None else args.threads)
     options = {k: getattr(args, k) for k in CONFIG_OPTIONS}
+    files = dict(resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
+                 progress=not args.no_progress, exist_ok=args.out_exists_ok)
     if args.no_augment:
         options["augment"] = False
     out = Path(args.out) if args.out else Path("runs") / run_name(make_config(**options))
-    trainer = Trainer(options, out, resume=args.resume, data_dir=args.data_dir,
-                      download=not args.no_download, progress=not args.no_progress, exist_ok=args.out_exists_ok)
+    trainer = (Trainer(options, out, **files) if comm.size == 1 else DistributedTrainer(options, out, comm, **files))
     c = trainer.config
     n_params = sum(p.size for p in trainer.model.parameters())
     val = (f", {len(trainer.val_set)} of them held out for validation (--val-split)"
@@ -191,7 +201,8 @@ def cmd_train(args) -> int:
         print(f"tinydense: interrupted; continue with: tinydense train --out {out} --resume", file=sys.stderr)
         signum = trainer.stop_signal
         return EXIT_INTERRUPTED if signum in (None, signal.SIGINT) else 128 + signum
-    plot_curves(trainer.metrics_path, out / "curves.png", title=run_name(c))
+    if comm.rank == 0:
+        plot_curves(trainer.metrics_path, out / "curves.png", title=run_name(c))
     history = trainer.history
     if history:
         final = history[-1]
@@ -389,6 +400,7 @@ def cmd_compare(args) -> int:
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     from .training import TrainingDiverged
     try:
         return args.func(args)

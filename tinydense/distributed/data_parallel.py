@@ -11,6 +11,8 @@ same weights: the weights stay identical without ever being sent again. That nee
 
     ``broadcast_state(model, comm)``     rank 0's parameters and buffers to every rank, once
     ``GradientAverager(params, comm)``   after backward, before the step: the average gradient
+    ``MultiNodeOptimizer(opt, comm)``    an optimizer whose step does that first (ChainerMN's
+                                         create_multi_node_optimizer): the loop stays the textbook one
     ``synchronized_batch_norm(comm)``    batch norm's statistics over the whole batch
 
 Where the identity breaks: batch norm normalises each image with statistics of its batch,
@@ -109,6 +111,25 @@ class GradientAverager:
                 part = flat[offset:offset + p.data.size]
                 p.grad = part.reshape(p.data.shape).copy() if present[j] else None
                 offset += p.data.size
+
+
+class MultiNodeOptimizer:
+    """``optimizer`` whose ``step()`` first averages the gradients over the ranks of ``comm``.
+    Everything else (lr, zero_grad, state_dict, ...) is the optimizer's own, read and set."""
+
+    def __init__(self, optimizer, comm, bucket_bytes=BUCKET_BYTES):
+        object.__setattr__(self, "optimizer", optimizer)
+        object.__setattr__(self, "averager", GradientAverager(optimizer.params, comm, bucket_bytes))
+
+    def step(self):
+        self.averager.average()
+        self.optimizer.step()
+
+    def __getattr__(self, name):
+        return getattr(self.optimizer, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.optimizer, name, value)
 
 
 @contextlib.contextmanager
