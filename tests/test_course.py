@@ -501,7 +501,7 @@ def _solution_lines():
             if len(line) > 25 and not line.startswith(("#", '"', "from ", "import ", "def ", "class ", "_")):
                 lines.add(line)
     template = (build_notebooks.render_template() + "".join(s.read_text() for s in SOURCES)
-                + (LESSONS / "exercises.py").read_text())      # what students get anyway
+                + "".join(p.read_text() for p in (LESSONS / "checks").glob("*.py")))   # what students get anyway
     return {line for line in lines if line not in template}
 
 
@@ -510,7 +510,8 @@ def test_the_student_release_holds_no_solutions(tmp_path):
     files = build_notebooks.write_student_release(out)
     names = {p.relative_to(out).as_posix() for p in files}
     assert {f"{n.stem}.ipynb" for n in NOTEBOOKS} <= names
-    assert {"exercises.py", "my_ops_template.py", "README.md", "fixtures/tiny_densenet.pth"} <= names
+    assert {"checks/common.py", "checks/l01_autograd.py", "my_ops_template.py", "README.md",
+            "fixtures/tiny_densenet.pth"} <= names
     assert not any("instructor" in n or "solution" in n or n == "build_notebooks.py" for n in names)
     secret = _solution_lines()
     assert len(secret) > 30

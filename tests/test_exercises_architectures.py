@@ -1,19 +1,12 @@
-"""The checkers of the lesson "From AlexNet to DenseNet" (lessons/exercises_architectures.py):
+"""The checkers of the lesson "From AlexNet to DenseNet" (lessons/checks/l03_architectures.py):
 the reference solutions pass, unfinished stubs fail with "not implemented yet" and their
 name, and realistic wrong answers fail with a message that names the mistake."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-LESSONS = Path(__file__).resolve().parents[1] / "lessons"
-for folder in (LESSONS, LESSONS / "instructor"):   # as in the notebook: the checkers import exercises.py's
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+from test_lessons import CHECKS, solutions as sol      # lessons/instructor/solutions.py
 
-import exercises_architectures as ex      # noqa: E402
-import solutions as sol                   # noqa: E402  (lessons/instructor/solutions.py)
+ex = CHECKS["l03_architectures"]
 
 
 def verdict(check, answer, capsys):

@@ -319,8 +319,8 @@ def _add_grade_command(sub):
     p.add_argument("paths", nargs="+", metavar="NOTEBOOK_OR_DIR", help="notebooks, workspaces or directories")
     p.add_argument("--out", default="grades.csv", help="the CSV to write (default: grades.csv; never overwritten)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per file (default: 600)")
-    p.add_argument("--lessons", metavar="DIR", help="the instructors' lessons folder with exercises.py "
-                                                    "(default: the repository's lessons/)")
+    p.add_argument("--course", "--lessons", metavar="DIR", dest="course",
+                   help="the instructors' course folder with checks/ (default: the repository's lessons/)")
     p.add_argument("--full", action="store_true", help="student settings instead of the fast ones "
                                                        "(TINYDENSE_LESSONS_FAST unset): much slower")
     p.set_defaults(func=cmd_grade)
@@ -328,7 +328,7 @@ def _add_grade_command(sub):
 
 def cmd_grade(args) -> int:
     from .tools.grade import grade
-    rows = grade(args.paths, args.out, lessons=args.lessons, timeout=args.timeout, fast=not args.full)
+    rows = grade(args.paths, args.out, lessons=args.course, timeout=args.timeout, fast=not args.full)
     print(f"{sum(r[2] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
     return 0
 

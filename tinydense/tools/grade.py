@@ -8,14 +8,19 @@ message. A workspace (``my_ops*.py``) is imported and every op in it checked
 by the lessons' checkers. Each file runs in a child process with a time
 limit: a file that hangs, crashes or kills its kernel gets FAIL rows, and the
 grader goes on with the next one. The checks come from the instructors'
-``exercises.py`` (``--lessons DIR``, default the repository's ``lessons/``),
-never from the student's folder.
+``checks/`` package (``--course DIR``, default the repository's ``lessons/``),
+never from the student's folder. The checks are loaded from their file
+locations (``load_checks``); neither the student's folder nor ``lessons/`` is
+ever put on ``sys.path``.
 
 Notebooks need nbclient and ipykernel (the ``dev`` or ``lessons`` extra).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -34,7 +39,29 @@ FIELDS = ("file", "exercise", "result", "message")
 def default_lessons_dir():
     """The repository's lessons/ next to the installed package, or None."""
     path = Path(__file__).resolve().parents[2] / "lessons"
-    return path if (path / "exercises.py").is_file() else None
+    return path if (path / "checks" / "__init__.py").is_file() else None
+
+
+def _load_file(name, path, package_dir=None):
+    """Import the file ``path`` as the module ``name`` (a package when package_dir is given)."""
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=None if package_dir is None else [str(package_dir)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module             # dataclasses and relative imports look the module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_checks(course):
+    """The instructors' checks, ``course/checks/``, imported from their file locations under a
+    private package name; returns {module name: module}: ``common`` and every lesson's (``l01_autograd``, ...).
+    Nothing is put on sys.path, so a student's folder cannot shadow a checker."""
+    folder = Path(course).resolve() / "checks"
+    name = "_course_checks_" + hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+    if name not in sys.modules:
+        _load_file(name, folder / "__init__.py", folder)
+    return {p.stem: importlib.import_module(f"{name}.{p.stem}") for p in sorted(folder.glob("*.py"))
+            if p.stem != "__init__"}
 
 
 def require_nbclient():
@@ -107,26 +134,22 @@ def _verdicts(text):
 
 
 def _scratch(lessons, workspace):
-    """A scratch folder for one kernel: the instructors' checkers (exercises*.py), the
+    """A scratch folder for one kernel: the instructors' checkers (checks/), the
     workspace template, the fixtures lesson 7 reads; returns (folder, environment)."""
     folder = Path(tempfile.mkdtemp(prefix="tinydense-grade-"))
-    for checkers in sorted(lessons.glob("exercises*.py")):
-        shutil.copyfile(checkers, folder / checkers.name)
+    shutil.copytree(lessons / "checks", folder / "checks", ignore=shutil.ignore_patterns("__pycache__"))
     template = lessons / "my_ops_template.py"
     if template.is_file():                      # a student release, or a built checkout
         shutil.copyfile(template, folder / template.name)
     elif (lessons / "build_notebooks.py").is_file():
-        sys.path.insert(0, str(lessons))
-        try:
-            import build_notebooks
-            (folder / template.name).write_text(build_notebooks.render_template())
-        finally:
-            sys.path.remove(str(lessons))
+        build = _load_file("_course_build_notebooks", lessons / "build_notebooks.py")
+        (folder / template.name).write_text(build.render_template())
     for fixtures in (lessons.parent / "tests" / "fixtures", lessons / "fixtures"):
         if fixtures.is_dir():
             (folder / "fixtures").symlink_to(fixtures.resolve())
             break
-    env = dict(os.environ, TINYDENSE_WORKSPACE=str(workspace or folder / "student" / "my_ops.py"))
+    env = dict(os.environ, TINYDENSE_WORKSPACE=str(workspace or folder / "student" / "my_ops.py"),
+               TINYDENSE_COURSE=str(lessons.resolve()))
     return folder, env
 
 
@@ -228,8 +251,8 @@ def grade_workspace(path, lessons, timeout=600):
 def grade(paths, out, lessons=None, timeout=600, fast=True, progress=print):
     """Grade every notebook and workspace under ``paths``; write the CSV ``out``; return the rows."""
     lessons = Path(lessons) if lessons else default_lessons_dir()
-    if lessons is None or not (lessons / "exercises.py").is_file():
-        raise ValueError("grade needs the instructors' lessons folder (with exercises.py): pass --lessons DIR")
+    if lessons is None or not (lessons / "checks" / "__init__.py").is_file():
+        raise ValueError("grade needs the instructors' course folder (with checks/): pass --course DIR")
     if timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     files = collect(paths)
@@ -274,13 +297,12 @@ def _child_workspace(path, rows_file):
     import contextlib
     import importlib.util
     import io
-    sys.path.insert(0, os.getcwd())
-    import exercises
+    checks = load_checks(os.environ["TINYDENSE_COURSE"])["l12_build_your_own_densenet"]
     spec = importlib.util.spec_from_file_location("my_ops", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     rows = []
-    for name, check in exercises.WORKSPACE_CHECKS.items():
+    for name, check in checks.WORKSPACE_CHECKS.items():
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             cls = getattr(module, name, None)

@@ -1,4 +1,4 @@
-"""Checks for the exercises of the lesson "From AlexNet to DenseNet".
+"""Checks of lesson 3, "From AlexNet to DenseNet": a VGG stage's cost, the ResNeXt formula, grouped convolution.
 
 Each ``check_*`` function takes the student's function or ``Function`` class,
 compares it with ``tinydense`` (``summary``'s counts of the real layers, or
@@ -8,8 +8,7 @@ compares it with ``tinydense`` (``summary``'s counts of the real layers, or
     FAIL <title>: ...   (what is wrong, and, for the usual mistakes, which one it is)
 
 It never raises, so a notebook with an unfinished exercise still runs to the
-end. The backward-pass check reuses the machinery of the lesson "Gradient checking"
-(``exercises.py``).
+end. The backward-pass check reuses the comparison every lesson shares (``common.py``).
 Reference solutions are in ``instructor/solutions.py`` (instructors only).
 """
 from __future__ import annotations
@@ -24,10 +23,10 @@ from tinydense import models
 from tinydense.models.vgg import make_layers
 from tinydense.nn import init
 
-from exercises import Case, _check_case, _Failure, _verdict
+from .common import Case, Failure, check_case, verdict
 
 
-class _Verdict(_Failure):
+class _Verdict(Failure):
     """A failed check; its message is the verdict."""
 
 
@@ -84,7 +83,7 @@ def _formula_check(title, fn, stub, cases, truth, parts, mistakes, done):
         raise _Verdict(message + "".join(f"\n  mistake: {m}" for m in named)
                        + ("" if named else "\n  hint: compare your formula with summary's rows of the layers "
                                            "(td.summary(...).rows) for a small case."))
-    _verdict(title, stub, run)
+    return verdict(title, stub, run)
 
 
 # --- exercise 1: the cost of a VGG stage -------------------------------------------------------
@@ -146,8 +145,8 @@ def check_vgg_stage(fn):
         return (f"parameters and multiply-adds agree with summary in all {len(VGG_CASES)} cases. VGG-16's five "
                 f"stages at 224x224 cost {macs} G multiply-adds; one C -> C conv of stages 1 to 4 (half the "
                 f"image and twice the channels each time) costs {same} G: the same.")
-    _formula_check("VGG stage cost", fn, "vgg_stage_cost", VGG_CASES, _vgg_truth, ("parameters", "multiply-adds"),
-                   VGG_MISTAKES, done)
+    return _formula_check("VGG stage cost", fn, "vgg_stage_cost", VGG_CASES, _vgg_truth,
+                          ("parameters", "multiply-adds"), VGG_MISTAKES, done)
 
 
 # --- exercise 2: the lecture's ResNeXt formula ----------------------------------------------------
@@ -195,8 +194,8 @@ def check_resnext_macs(fn):
         return (f"your count agrees with summary in all {len(RESNEXT_CASES)} cases. At 56x56 with C=64: "
                 f"G=4, c=24: {lecture[0] / 1e6:.1f} M; G=32, c=4: {lecture[1] / 1e6:.1f} M; the ResNet "
                 f"bottleneck (G=1, c=64): {lecture[2] / 1e6:.1f} M multiply-adds.")
-    _formula_check("ResNeXt block cost", fn, "resnext_block_macs", RESNEXT_CASES, _resnext_truth,
-                   ("multiply-adds",), RESNEXT_MISTAKES, done)
+    return _formula_check("ResNeXt block cost", fn, "resnext_block_macs", RESNEXT_CASES, _resnext_truth,
+                          ("multiply-adds",), RESNEXT_MISTAKES, done)
 
 
 # --- exercise 3: the backward pass of grouped convolution ------------------------------------------
@@ -271,14 +270,17 @@ def check_grouped_conv(cls):
         for label, groups, xs, ws in GROUPED_CASES:
             x, w = rng.standard_normal(xs), rng.standard_normal(ws)
             try:
-                _check_case(cls, Case(label, lambda c, x, w, G=groups: c.apply(x, w, groups=G),
+                check_case(cls, Case(label, lambda c, x, w, G=groups: c.apply(x, w, groups=G),
                                       lambda x, w, G=groups: F.conv2d(x, w, groups=G), [x, w], ["x", "w"]),
                             seed=groups)
-            except _Failure as failure:
+            except Failure as failure:
                 hints = _grouped_hints(cls, groups, x, w, passed)
-                raise _Failure(str(failure) + "".join(f"\n  mistake: {h}" for h in hints)) from None
+                raise Failure(str(failure) + "".join(f"\n  mistake: {h}" for h in hints)) from None
             passed.append(groups)
         return (f"forward and backward agree with tinydense's conv2d and with central differences "
                 f"in all {len(GROUPED_CASES)} cases (groups 1, 2 and C).")
-    _verdict("grouped convolution", cls.__name__, run)
+    return verdict("grouped convolution", cls.__name__, run)
 
+
+# the lesson's exercises: the name its stub cell defines -> its check (the grader reads this)
+EXERCISES = {"vgg_stage_cost": check_vgg_stage, "resnext_block_macs": check_resnext_macs, "GroupedConv2d": check_grouped_conv}
