@@ -138,7 +138,7 @@ def test_a_redefined_checker_or_patched_library_cannot_turn_a_wrong_answer_into_
         cell = _stub(nb, "Sigmoid")
         cell.source = (cell.source.replace("self.out * (1 - self.out)", "self.out")   # a wrong backward
                        + '\ncheck_sigmoid = lambda *a: print("PASS sigmoid: trust me")'
-                       + "\nimport numpy, builtins\nnumpy.allclose = lambda *a, **k: True"
+                       + "\nimport numpy, builtins\nnumpy.abs = lambda x, *a, **k: numpy.zeros(numpy.shape(x))"
                        + "\nbuiltins.print = lambda *a, **k: None")
         _tagged(nb, "exercise-check")[1].source = 'print("PASS sigmoid: trust me")'
     rows = _results(grading.grade([_student(tmp_path, "frank", forge)], tmp_path / "g.csv", timeout=120))
