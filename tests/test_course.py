@@ -558,3 +558,87 @@ def test_the_lessons_readme_lists_every_lesson():
         assert f"`{path.name}`" in readme, path.name
     nb = nbformat.read(NOTEBOOKS[0], as_version=4)
     assert nb.cells[0].cell_type == "markdown"
+
+
+# --- issue 20's blind spots: dtype, an upstream gradient edited in place, ties, a factor 2 ----------
+
+def _cast_backward(base, dtype):
+    """The right gradients, returned as ``dtype`` (float64 from float32 inputs leaks into float32 training)."""
+    def backward(self, g):
+        out = base.backward(self, g)
+        if isinstance(out, tuple):
+            return tuple(None if v is None else np.asarray(v).astype(dtype) for v in out)
+        return np.asarray(out).astype(dtype)
+    return _sub(base, backward=backward)
+
+
+def _edits_g(base):
+    """The right gradients, but g zeroed in place afterwards (as `g[x <= 0] = 0; return g` would)."""
+    def backward(self, g):
+        out = base.backward(self, g)
+        out = tuple(None if v is None else np.array(v) for v in out) if isinstance(out, tuple) else np.array(out)
+        g[...] = 0
+        return out
+    return _sub(base, backward=backward)
+
+
+class _MaxPoolAllTies(S.MaxPool2d):
+    """Sends each window's gradient to every tap equal to its maximum, not only the first."""
+    __name__ = "MaxPool2d"
+
+    def forward(self, x, kernel_size, stride=None, padding=0):
+        self.x, self.y = x, S.MaxPool2d.forward(self, x, kernel_size, stride, padding)
+        return self.y
+
+    def backward(self, g):
+        (kh, kw), (sh, sw), (ph, pw), (OH, OW) = self.geometry
+        xpad = np.pad(self.x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+        dxpad = np.zeros_like(xpad)
+        for a in range(kh):
+            for b in range(kw):
+                dxpad[:, :, a:a + sh * OH:sh, b:b + sw * OW:sw] += g * (xpad[:, :, a:a + sh * OH:sh,
+                                                                               b:b + sw * OW:sw] == self.y)
+        return dxpad[:, :, ph:ph + self.x.shape[2], pw:pw + self.x.shape[3]]
+
+
+_MaxPoolAllTies.__name__ = "MaxPool2d"
+
+BACKWARD_CHECKERS = {"check_mul": "Mul", "check_linear": "Linear", "check_conv2d": "Conv2d", "check_relu": "ReLU",
+                     "check_max_pool": "MaxPool2d", "check_avg_pool": "AvgPool2d", "check_cat": "Cat",
+                     "check_sigmoid": "Sigmoid", "check_batch_norm": "BatchNorm", "check_log_softmax": "LogSoftmax",
+                     "check_cross_entropy": "CrossEntropy"}
+BLIND_SPOTS = [(checker, kind) for checker in BACKWARD_CHECKERS for kind in ("float64 leak", "float32", "edits g")]
+
+
+@pytest.mark.parametrize("checker, kind", BLIND_SPOTS, ids=[f"{c}-{k}" for c, k in BLIND_SPOTS])
+def test_the_blind_spots_of_issue_20_fail_and_name_the_mistake(checker, kind, capsys):
+    base = getattr(S, BACKWARD_CHECKERS[checker])
+    answer, words = {
+        "float64 leak": (_cast_backward(base, np.float64), "with float32 inputs your gradient of"),
+        "float32": (_cast_backward(base, np.float32), "is float32, but"),
+        "edits g": (_edits_g(base), "changed g, the upstream gradient, in place"),
+    }[kind]
+    out = _fail(getattr(E, checker), answer, capsys)
+    assert words in out, out
+
+
+def test_ties_in_max_pooling_and_a_factor_2_are_named(capsys):
+    out = _fail(E.check_max_pool, _MaxPoolAllTies, capsys)
+    assert "tied maxima (only the first gets the gradient)" in out and "first maximum on ties" in out, out
+
+    def half_step(f, x, g, eps=1e-6):          # divides by eps instead of 2 eps
+        return 2 * S.numeric_gradient(f, x, g, eps)
+
+    def edits_g(f, x, g, eps=1e-6):
+        out = S.numeric_gradient(f, x, g, eps)
+        g *= 2
+        return out
+    assert "twice the right one" in _fail(E.check_numeric_gradient, half_step, capsys)
+    assert "g was changed by your function" in _fail(E.check_numeric_gradient, edits_g, capsys)
+
+
+def test_the_hints_point_to_the_lesson_instead_of_printing_the_answer(capsys):
+    out = _fail(E.check_sigmoid, _sub(S.Sigmoid, backward=lambda self, g: g * self.out), capsys)
+    assert "where to look: lesson 5, section 6" in out and "y * (1 - y)" not in out, out
+    out = _fail(E.check_mul, _scaled_backward(S.Mul, 2.0), capsys)
+    assert "2 times the right one everywhere (a factor 2 too many)" in out and "g * b" not in out, out

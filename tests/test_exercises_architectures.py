@@ -157,7 +157,7 @@ class Crashing(sol.GroupedConv2d):
     (AveragedOverBatch, ["gradient of w", "mistake: your dw is the right one divided by the batch size 2"]),
     (FirstGroupsWeights, ["[groups=2: x (3, 4, 6, 5), w (6, 2, 3, 3)]",
                           "mistake: your backward is right with groups=1 but not with groups=2"]),
-    (HalfDx, ["hint: your gradient of x is 0.5 times the right one everywhere (a missing or extra factor?)"]),
+    (HalfDx, ["hint: your gradient of x is 0.5 times the right one everywhere (a factor 2 missing)"]),
     (Crashing, ["backward raised ValueError"]),
 ])
 def test_grouped_conv_mistakes_are_named(wrong, fragments, capsys):

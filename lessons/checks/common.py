@@ -46,8 +46,8 @@ def rng(seed):
     return np.random.default_rng(seed)
 
 
-def tensors(arrays):
-    return [td.Tensor(np.array(a, dtype=np.float64), requires_grad=True) for a in arrays]
+def tensors(arrays, dtype=np.float64):
+    return [td.Tensor(np.array(a, dtype=dtype), requires_grad=True) for a in arrays]
 
 
 def _describe(arrays, names):
@@ -112,9 +112,13 @@ def guess_mistake(name, mine, right, others, from_other_g):
     if np.allclose(mine, -right, rtol=1e-6, atol=1e-9):
         return f"your gradient of {name} has the wrong sign"
     scale = float(np.vdot(mine, right) / max(np.vdot(right, right), 1e-300))
+    if mine.dtype != right.dtype:
+        return (f"your gradient of {name} is {mine.dtype}, but {name} is {right.dtype}: the values are rounded "
+                f"to {mine.dtype}'s precision; keep the input's dtype")
     if np.allclose(mine, scale * right, rtol=1e-7, atol=1e-12):
-        return (f"your gradient of {name} is {scale:.6g} times the right one everywhere "
-                f"(a missing or extra factor?)")
+        factor = {2.0: " (a factor 2 too many)", 0.5: " (a factor 2 missing)"}.get(round(scale, 6), "")
+        return (f"your gradient of {name} is {scale:.6g} times the right one everywhere{factor or ''}"
+                + ("" if factor else " (a missing or extra factor?)"))
     wrong = ~np.isclose(mine, right, rtol=1e-6, atol=1e-9)
     return (f"your gradient of {name} is wrong at {int(wrong.sum())} of {wrong.size} elements; "
             f"the largest difference is {float(np.abs(mine - right).max()):.3g}")
@@ -131,18 +135,54 @@ def _shape_complaint(name, got, want, shapes):
     return text + ": a gradient always has its input's shape."
 
 
-def _raw_backward(cls, case, g):
-    """Run forward and then backward by hand (no autograd) to see what backward returns."""
-    out = case.call(cls, *tensors(case.arrays))
+def _raw_backward(cls, case, g, dtype=np.float64):
+    """Run forward and then backward by hand (no autograd) to see what backward returns; complain
+    if either changed an input or backward changed g."""
+    inputs = tensors(case.arrays, dtype)
+    out = case.call(cls, *inputs)
     fn = out._creator
     if fn is None:
         raise Failure(f"forward recorded no graph {_where(case)}: call the op as Cls.apply(...)")
+    g = np.array(g, dtype=dtype)
+    given = g.copy()
     try:
-        return fn.backward(g), len(fn.inputs)
+        raw = fn.backward(g)
     except (NotImplementedError, Failure):
         raise
     except Exception as e:
         raise Failure(f"backward raised {type(e).__name__}: {e} {_where(case)}") from None
+    if not np.array_equal(g, given):
+        raise Failure(f"your backward changed g, the upstream gradient, in place {_where(case)}: g belongs to "
+                      f"the op after yours, and the same g can reach two ops (relu(x) + x): write your result "
+                      f"into a new array.")
+    for name, t, a in zip(case.names, inputs, case.arrays):
+        if not np.array_equal(np.asarray(t.data), np.asarray(a, dtype=dtype)):
+            raise Failure(f"your op changed its input {name} in place {_where(case)}: leave the inputs as "
+                          f"they are (other ops read them too).")
+    return raw, len(fn.inputs)
+
+
+def check_dtype(cls, case, seed):
+    """float32 in, float32 gradients out: what tinydense's own op gives for the same inputs."""
+    arrays = tensors(case.arrays, np.float32)
+    expected = case.reference(*arrays)
+    g = rng(seed).standard_normal(expected.shape).astype(np.float32)
+    expected.backward(g)
+    try:
+        raw, _ = _raw_backward(cls, case, g, np.float32)
+    except Failure as failure:
+        raise Failure(f"with float32 inputs: {failure}") from None
+    grads = raw if isinstance(raw, tuple) else (raw,)
+    slots = case.slots or case.names
+    for name, ref in zip(case.names, arrays):
+        mine = dict(zip(slots, grads)).get(name)
+        if np.asarray(ref.grad).dtype != np.float32:       # mixed with float64 statistics: either is fine
+            continue
+        if mine is not None and np.asarray(mine).dtype != np.float32:
+            raise Failure(f"with float32 inputs your gradient of {name} is {np.asarray(mine).dtype} "
+                          f"{_where(case)}: a gradient keeps its input's dtype (a float64 gradient would turn "
+                          f"float32 training into float64); create new arrays with the input's dtype "
+                          f"(dtype=..., or zeros_like).")
 
 
 def _check_structure(raw, n_inputs, case):
@@ -211,12 +251,13 @@ def check_case(cls, case, seed, advice=""):
         if err.size and err.max() > GRAD_RTOL * scale + 1e-12:
             idx = np.unravel_index(int(np.argmax(err)), err.shape)
             rel = float(err[idx] / max(abs(mine[idx]), abs(right[idx]), 1e-300))
-            hint = guess_mistake(name, mine, right, rights,
-                         (np.asarray(raw_by_name[name]), np.asarray(other.grad)))
+            hint = guess_mistake(name, mine, right, rights, (np.asarray(raw_by_name[name]), np.asarray(other.grad)))
             raise Failure(f"the gradient of {name} is wrong {where}: at index {tuple(int(i) for i in idx)} "
                           f"yours is {mine[idx]:.10g}, the right value is {right[idx]:.10g} (relative error "
                           f"{rel:.2e}; it must be below {GRAD_RTOL:g}).\n  hint: {hint}"
-                          + (f"\n  what to check: {advice}" if advice else ""))
+                          + (f"\n  where to look: {advice}" if advice else ""))
+    if not case.options.get("gradcheck", True):      # e.g. tied maxima: no derivative there
+        return
     try:
         td.gradcheck(lambda *ts: case.call(cls, *ts), tensors(case.arrays))
     except td.GradcheckError as e:
@@ -230,6 +271,8 @@ def check_function(title, cls, cases, advice=""):
     def run():
         for i, case in enumerate(cases):
             check_case(cls, case, seed=100 + i, advice=advice)
+        for i, case in enumerate(cases):          # once the values are right: float32 stays float32
+            check_dtype(cls, case, seed=100 + i)
         return (f"forward and backward agree with tinydense's (to {GRAD_RTOL:g}) and with central "
                 f"differences in all {len(cases)} cases.")
     return verdict(title, getattr(cls, "__name__", str(cls)), run)

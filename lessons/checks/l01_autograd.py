@@ -12,7 +12,7 @@ def check_mul(cls):
     cases = [Case(f"shapes {s}", lambda c, a, b: c.apply(a, b), lambda a, b: a * b,
                   [r.standard_normal(s), r.standard_normal(s)], ["a", "b"]) for s in [(3, 4), (2, 3, 5)]]
     return check_function("multiplication", cls, cases,
-                    advice='da = g * b and db = g * a.')
+                          advice='lesson 1, section 5 ("The same in tinydense"): each input\'s gradient is g times the derivative of a * b by that input.')
 
 
 def check_linear(cls):
@@ -25,7 +25,7 @@ def check_linear(cls):
              [r.standard_normal((1, 2)), r.standard_normal((3, 2))], ["x", "weight"]),
     ]
     return check_function("linear layer", cls, cases,
-                    advice='dx = g @ weight, dweight = g.T @ x, dbias = g summed over the batch.')
+                          advice='lesson 1, section 5 ("The same in tinydense"): write out one output element, differentiate it by one weight and by one input, then read the sums as matrix products (a gradient has its input\'s shape).')
 
 
 # the lesson's exercises: the name its stub cell defines -> its check (the grader reads this)

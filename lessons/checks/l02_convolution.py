@@ -23,7 +23,7 @@ def check_conv2d(cls):
         cases.append(Case(label, lambda c, *t, s=s, p=p: c.apply(*t, stride=s, padding=p),
                           lambda *t, s=s, p=p: F.conv2d(*t, stride=s, padding=p), arrays, names))
     return check_function("convolution", cls, cases,
-                    advice='dweight = sum over images of g[n] @ cols[n].T; dx: every tap (a, b) ADDS (+=) its part of weight.T @ g back into the slice of the padded input it was copied from, then the padding is cut off; dbias = g summed over images and pixels.')
+                          advice='lesson 2, section 6 ("The backward pass is two more matrix products"): dweight and dx are each one matrix product with g; dx goes back through col2im, where taps that overlap ADD.')
 
 
 def _conv_settings(r):

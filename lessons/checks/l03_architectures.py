@@ -23,7 +23,7 @@ from tinydense import models
 from tinydense.models.vgg import make_layers
 from tinydense.nn import init
 
-from .common import Case, Failure, check_case, verdict
+from .common import Case, Failure, check_case, check_dtype, verdict
 
 
 class _Verdict(Failure):
@@ -266,17 +266,20 @@ def check_grouped_conv(cls):
     (tinydense.gradcheck) with groups 1, 2 and C, odd sizes and non-square kernels."""
     def run():
         rng = np.random.default_rng(5)
-        passed = []
+        passed, cases = [], []
         for label, groups, xs, ws in GROUPED_CASES:
             x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+            case = Case(label, lambda c, x, w, G=groups: c.apply(x, w, groups=G),
+                        lambda x, w, G=groups: F.conv2d(x, w, groups=G), [x, w], ["x", "w"])
             try:
-                check_case(cls, Case(label, lambda c, x, w, G=groups: c.apply(x, w, groups=G),
-                                      lambda x, w, G=groups: F.conv2d(x, w, groups=G), [x, w], ["x", "w"]),
-                            seed=groups)
+                check_case(cls, case, seed=groups)
             except Failure as failure:
                 hints = _grouped_hints(cls, groups, x, w, passed)
                 raise Failure(str(failure) + "".join(f"\n  mistake: {h}" for h in hints)) from None
             passed.append(groups)
+            cases.append(case)
+        for i, case in enumerate(cases):          # once the values are right: float32 stays float32
+            check_dtype(cls, case, seed=i)
         return (f"forward and backward agree with tinydense's conv2d and with central differences "
                 f"in all {len(GROUPED_CASES)} cases (groups 1, 2 and C).")
     return verdict("grouped convolution", cls.__name__, run)

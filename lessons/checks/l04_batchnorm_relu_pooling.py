@@ -14,7 +14,7 @@ def check_relu(cls):
     cases = [Case(f"shape {s}", lambda c, x: c.apply(x), lambda x: F.relu(x), [away_from_zero(r, *s)], ["x"])
              for s in [(3, 4), (2, 3, 3, 5)]]
     return check_function("ReLU", cls, cases,
-                    advice='dx = g where the input was positive, 0 elsewhere.')
+                          advice='lesson 4, section 1 ("ReLU"): the gradient passes where the input was positive.')
 
 
 def _pool_cases(r, pool):
@@ -30,14 +30,19 @@ def _pool_cases(r, pool):
 
 def check_max_pool(cls):
     """MaxPool2d.forward(x, kernel_size, stride=None, padding=0); backward returns dx."""
-    return check_function("max pooling", cls, _pool_cases(rng(14), F.max_pool2d),
-                    advice="only the tap recorded in self.argmax gets the window's gradient; overlapping windows ADD (+=) into the padded input; cut the padding off at the end.")
+    r = rng(14)
+    ties = [Case(f"tied maxima (only the first gets the gradient), {label}",
+                 lambda c, x, k=k, s=s: c.apply(x, kernel_size=k, stride=s), lambda x, k=k, s=s: F.max_pool2d(x, k, s),
+                 [r.integers(0, 3, shape).astype(float)], ["x"], options={"gradcheck": False})   # no derivative there
+            for shape, k, s, label in [((2, 2, 4, 4), 2, 2, "2x2 windows"), ((1, 2, 5, 5), 3, 1, "overlapping 3x3")]]
+    return check_function("max pooling", cls, _pool_cases(r, F.max_pool2d) + ties,
+                          advice='lesson 4, section 2 ("Max pooling routes, average pooling spreads"): each window\'s gradient goes to the one tap argmax recorded (the first maximum on ties); overlapping windows ADD.')
 
 
 def check_avg_pool(cls):
     """AvgPool2d.forward(x, kernel_size, stride=None, padding=0); backward returns dx."""
     return check_function("average pooling", cls, _pool_cases(rng(15), F.avg_pool2d),
-                    advice='every tap of a window gets g / (kh * kw), ADDED (+=) where windows overlap; cut the padding off at the end.')
+                          advice='lesson 4, section 2 ("Max pooling routes, average pooling spreads"): every tap of a window gets an equal share; overlapping windows ADD.')
 
 
 def check_batch_norm(cls):
@@ -73,7 +78,7 @@ def check_batch_norm(cls):
              case("eval mode (running statistics)", (2, 3, 3, 3), False, True),
              case("training mode, (N, C) input", (5, 4), True, True)]
     return check_function("batch norm", cls, cases,
-                    advice='training: dx = weight * invstd / M * (M g - sum g - xhat * sum(g xhat)), sums per channel; eval: dx = weight * invstd * g; dweight = sum(g xhat), dbias = sum g.')
+                          advice='lesson 4, sections 4 ("Batch norm: deriving the backward pass": the mean and variance depend on x too, so dx has three terms) and 5 (eval mode: the statistics are constants).')
 
 
 # the lesson's exercises: the name its stub cell defines -> its check (the grader reads this)

@@ -14,7 +14,7 @@ def check_sigmoid(cls):
     cases = [Case(f"case {i + 1}", lambda c, x: c.apply(x), lambda x: x.sigmoid(), [x], ["x"])
              for i, x in enumerate([r.standard_normal((3, 4)), 4 * r.standard_normal((2, 3, 5))])]
     return check_function("sigmoid", cls, cases,
-                    advice='dx = g * y * (1 - y) with y the saved output.')
+                          advice='lesson 5, section 6 ("Exercises: two backward passes"): write the derivative of the sigmoid in terms of its output.')
 
 
 def check_cat(cls):
@@ -29,7 +29,7 @@ def check_cat(cls):
                           lambda *xs, a=axis: F.cat(list(xs), axis=a), [r.standard_normal(s) for s in shapes],
                           names))
     return check_function("concatenation", cls, cases,
-                    advice="each input's gradient is its own slice of g along the axis.")
+                          advice='lesson 5, section 6 ("Exercises: two backward passes"): concatenation only moves values, so its backward only moves gradients.')
 
 
 def check_numeric_gradient(fn):
@@ -41,8 +41,10 @@ def check_numeric_gradient(fn):
         for label, f, df in tests:
             x = r.standard_normal((3, 4))
             g = r.standard_normal((3, 4))
-            before = x.copy()
+            before, g_before = x.copy(), g.copy()
             got = np.asarray(fn(f, x, g))
+            if not np.array_equal(g, g_before):
+                raise Failure(f"g was changed by your function [{label}]: it is an input; leave it as it is.")
             if not np.array_equal(x, before):
                 raise Failure(f"x was changed by your function [{label}]: put every element back "
                               f"after perturbing it.")
@@ -51,6 +53,10 @@ def check_numeric_gradient(fn):
                 raise Failure(f"the result has shape {got.shape}, x has shape {x.shape} [{label}].")
             if np.allclose(got, df(x), rtol=1e-6, atol=1e-8):
                 raise Failure(f"your result ignores g [{label}]: differentiate sum(f(x) * g), not sum(f(x)).")
+            if np.allclose(got, 2 * want, rtol=1e-5, atol=1e-8):
+                raise Failure(f"your gradient is twice the right one [{label}]: a factor 2. See lesson 5, "
+                              f"section 1 (\"Finite differences\"): how far apart are the two points of a "
+                              f"central difference?")
             err = np.abs(got - want).max() / np.abs(want).max()
             if err > 1e-7:
                 kind = (" That is the size of a forward difference's error: use (f(x+eps) - f(x-eps)) / (2 eps)."

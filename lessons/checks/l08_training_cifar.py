@@ -15,7 +15,7 @@ def check_log_softmax(cls):
     cases = [Case(f"shape {s}, axis {a}", lambda c, z, a=a: c.apply(z, axis=a), lambda z, a=a: F.log_softmax(z, a),
                   [3 * r.standard_normal(s)], ["z"]) for s, a in [((3, 5), -1), ((4, 3), 0), ((2, 3, 4), 1)]]
     return check_function("log-softmax", cls, cases,
-                    advice='dz = g - softmax(z) * sum(g) along the axis (keepdims), softmax(z) = exp(y).')
+                          advice='lesson 8, section 3 ("Model, loss and optimiser"): every output depends on every input of its row through the normaliser.')
 
 
 def check_cross_entropy(cls):
@@ -28,7 +28,7 @@ def check_cross_entropy(cls):
                           lambda z, y=labels: F.cross_entropy(z, y), [3 * r.standard_normal((n, k))], ["logits"],
                           slots=["logits", "labels"]))
     return check_function("cross-entropy", cls, cases,
-                    advice='dlogits = (softmax - onehot(labels)) / N, times the scalar g.')
+                          advice='lesson 8, section 3 ("Model, loss and optimiser"): the loss is a mean over the batch, and g is a scalar.')
 
 
 def check_sgd_step(fn):
