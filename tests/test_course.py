@@ -642,3 +642,51 @@ def test_the_hints_point_to_the_lesson_instead_of_printing_the_answer(capsys):
     assert "where to look: lesson 5, section 6" in out and "y * (1 - y)" not in out, out
     out = _fail(E.check_mul, _scaled_backward(S.Mul, 2.0), capsys)
     assert "2 times the right one everywhere (a factor 2 too many)" in out and "g * b" not in out, out
+
+
+# helpers whose answers come from tinydense's own layers (summary, conv2d), as a student's may too:
+# a truth the library gives, not a reference implementation of the exercise
+LIBRARY_TRUTHS = {"_vgg_truth", "_resnext_truth", "_columns_by_convolution"}
+
+
+def _same_answer(a, b):
+    try:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == b.shape and a.size > 0 and np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def test_the_student_release_holds_no_reference_computation(tmp_path):
+    """Issue 20: _long_range_share was lesson 9's solution and _vgg lesson 3's, reformatted, so no line
+    matched. Every helper of the released checks is called with each exercise's example inputs; none
+    may give the solution's answer."""
+    from tinydense.tools.grade import load_checks
+    release = tmp_path / "release"
+    build_notebooks.write_student_release(release)
+    r = np.random.default_rng(0)
+    usage = np.triu(r.random((8, 8)) + 0.1)
+    usage[usage == 0] = np.nan
+    x, w, b = r.standard_normal((1, 2, 5, 5)), r.standard_normal((3, 2, 3, 3)), r.standard_normal(3)
+    examples = [(S.vgg_stage_cost, (3, 64, 2, 6)), (S.resnext_block_macs, (64, 4, 24, 14, 14)),
+                (S.long_range_share, (usage,)), (S.im2col, (x, 3, 1, 1)), (S.conv2d_loops, (x, w, b, 1, 1)),
+                (S.channel_widths, (40, 12, False, 1.0)), (S.densenet_parameters, (40, 12, False, 1.0)),
+                (S.paper_schedule, (40,)), (S.numeric_gradient, (np.sin, x[0, 0], x[0, 1]))]
+    modules = load_checks(release)
+    assert "hidden_checks" not in modules                   # the hidden tests stay with the instructors
+    helpers = [(f"{m}.{name}", fn) for m, module in modules.items() for name, fn in vars(module).items()
+               if name.startswith("_") and callable(fn) and getattr(fn, "__module__", None) == module.__name__
+               and name not in LIBRARY_TRUTHS and not name.startswith("__")]
+    assert len(helpers) > 10
+    leaks = []
+    for solution, args in examples:
+        right = solution(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])
+        for name, helper in helpers:
+            for call_args in (args, (args,)):
+                try:
+                    got = helper(*[a.copy() if isinstance(a, np.ndarray) else a for a in call_args])
+                except Exception:
+                    continue
+                if _same_answer(got, right):
+                    leaks.append(f"{name} computes {solution.__name__}")
+    assert not leaks, leaks

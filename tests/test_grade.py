@@ -12,7 +12,7 @@ import time
 import nbformat
 import pytest
 
-from test_lessons import LESSONS, _stub_class, _tagged, solutions
+from test_lessons import LESSONS, _stub_class, _tagged, exercises, solutions
 from tinydense import cli
 from tinydense.tools import grade as grading
 
@@ -229,3 +229,21 @@ def test_bad_input_and_a_missing_nbformat_give_clear_errors(tmp_path, monkeypatc
     assert cli.main(["grade", str(LESSON), "--out", str(tmp_path / "g.csv")]) == 1
     assert "needs nbformat" in capsys.readouterr().err
     assert not (tmp_path / "g.csv").exists()
+
+
+def test_hidden_tests_run_only_in_the_grader_and_catch_an_answer_fit_to_the_visible_cases(tmp_path, capsys):
+    def fit(nb):                 # right for the visible shapes (2-D and 3-D), wrong for any other
+        _solve(nb)
+        cell = _stub(nb, "Sigmoid")
+        cell.source = cell.source.replace("    def backward(self, g):",
+                                          "    def backward(self, g):\n        if g.ndim not in (2, 3):\n"
+                                          "            return g\n        return self._right(g)\n"
+                                          "    def _right(self, g):")
+    path = _student(tmp_path, "kim", fit)
+    namespace = {}
+    exec("import numpy as np\nfrom tinydense import Function\nfrom tinydense.backend import get_array_module\n"
+         + _stub(nbformat.read(path, as_version=4), "Sigmoid").source, namespace)
+    assert exercises.check_sigmoid(namespace["Sigmoid"])[0], capsys.readouterr().out    # the visible check: PASS
+    rows = _results(grading.grade([path], tmp_path / "g.csv", timeout=120))
+    assert rows["Sigmoid"][0] == "FAIL" and "a hidden test failed" in rows["Sigmoid"][1], rows
+    assert rows["Cat"][0] == "PASS", rows

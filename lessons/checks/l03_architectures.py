@@ -101,36 +101,36 @@ def _vgg_truth(case):
     return sum(r["params"] for r in rows), sum(r["macs"] for r in rows)
 
 
-def _vgg(case, kernel=9, bias=1, first=None, area=True, per_add=0):
-    c_in, c, n, size = case
-    first = c_in if first is None else first
-    params = (kernel * first * c + bias * c) + (n - 1) * (kernel * c * c + bias * c)
-    pixels = size * size if area else 1
-    macs = pixels * (kernel * first * c + (n - 1) * kernel * c * c + per_add * n * c)
-    return params, macs
+def _table(cases, values):
+    """A wrong answer given by its value in every case (the student release holds no formula)."""
+    by_case = dict(zip(cases, values))
+    return lambda case: by_case[case]
 
 
-VGG_MISTAKES = [
-    (0, lambda k: _vgg(k, bias=0)[0], "your parameters leave out the biases: each conv has one per output channel "
-                                      "(c of them)"),
-    (0, lambda k: _vgg(k, kernel=1)[0], "your parameters miss the factor 9: each (input channel, output channel) "
-                                        "pair has a 3x3 kernel, 9 weights"),
-    (0, lambda k: _vgg(k, first=k[1])[0], "your parameters treat the first conv as c -> c: it takes the c_in "
-                                          "channels of the stage before"),
-    (1, lambda k: _vgg(k, kernel=1)[1], "your multiply-adds miss the factor 9: each output value is a sum over a "
-                                        "3x3 window of every input channel"),
-    (1, lambda k: _vgg(k, first=k[1])[1], "your multiply-adds treat the first conv as c -> c: it takes the c_in "
-                                          "channels of the stage before"),
-    (1, lambda k: _vgg(k, area=False)[1], "your multiply-adds do not depend on the image size: each of the "
-                                          "size x size output pixels (of every output channel) costs "
-                                          "9 x (input channels) multiply-adds"),
-    (1, lambda k: 2 * _vgg(k)[1], "your multiply-adds are twice the right number: you counted each "
-                                  "multiplication and addition separately (FLOPs); tinydense's summary, like "
-                                  "the lecture's tables, counts a multiply-add once"),
-    (1, lambda k: _vgg(k, per_add=1)[1], "your multiply-adds add one per output value for the bias; summary "
-                                         "counts the products of the weights only (the bias additions are not "
-                                         "multiply-adds)"),
-    (None, lambda k: _vgg(k)[::-1], "you returned (multiply-adds, parameters): return (parameters, multiply-adds)"),
+VGG_MISTAKES = [   # (part, its wrong value in each of VGG_CASES, what that mistake is)
+    (0, _table(VGG_CASES, [38592, 221184, 1474560, 5898240, 7077888, 315, 297, 360]),
+     'your parameters leave out the biases: each conv has one per output channel (c of them)'),
+    (0, _table(VGG_CASES, [4416, 24832, 164608, 656896, 787968, 42, 45, 48]),
+     'your parameters miss the factor 9: each (input channel, output channel) pair has a 3x3 kernel, 9 '
+     'weights'),
+    (0, _table(VGG_CASES, [73856, 295168, 1770240, 7079424, 7079424, 448, 336, 296]),
+     'your parameters treat the first conv as c -> c: it takes the c_in channels of the stage before'),
+    (1, _table(VGG_CASES, [154368, 614400, 2621440, 5898240, 3145728, 2835, 33, 1960]),
+     'your multiply-adds miss the factor 9: each output value is a sum over a 3x3 window of every input '
+     'channel'),
+    (1, _table(VGG_CASES, [2654208, 7372800, 28311552, 63700992, 28311552, 35721, 324, 14112]),
+     'your multiply-adds treat the first conv as c -> c: it takes the c_in channels of the stage before'),
+    (1, _table(VGG_CASES, [38592, 221184, 1474560, 5898240, 7077888, 315, 297, 360]),
+     'your multiply-adds do not depend on the image size: each of the size x size output pixels (of every '
+     'output channel) costs 9 x (input channels) multiply-adds'),
+    (1, _table(VGG_CASES, [2778624, 11059200, 47185920, 106168320, 56623104, 51030, 594, 35280]),
+     'your multiply-adds are twice the right number: you counted each multiplication and addition '
+     "separately (FLOPs); tinydense's summary, like the lecture's tables, counts a multiply-add once"),
+    (1, _table(VGG_CASES, [1393920, 5536000, 23605248, 53097984, 28317696, 26082, 309, 18032]),
+     'your multiply-adds add one per output value for the bias; summary counts the products of the weights'
+     ' only (the bias additions are not multiply-adds)'),
+    (None, lambda k: _vgg_truth(k)[::-1],
+     'you returned (multiply-adds, parameters): return (parameters, multiply-adds)'),
 ]
 
 
@@ -165,23 +165,24 @@ def _resnext_truth(case):
     return (td.summary(block, (4 * C, H, W)).total_macs,)
 
 
-RESNEXT_MISTAKES = [
-    (0, lambda k: 2 * (8 * k[0] * k[2] + 9 * k[2] ** 2) * k[3] * k[4] * k[1],
-     "twice the right number: you counted each multiplication and addition separately (FLOPs); the lecture's "
-     "formula, like summary, counts a multiply-add once"),
-    (0, lambda k: (8 * k[0] * k[2] + 9 * k[2] ** 2) * k[3] * k[4],
-     "that is one path: the block has G of them"),
-    (0, lambda k: (8 * k[0] * k[2] * k[1] + 9 * (k[1] * k[2]) ** 2) * k[3] * k[4],
-     "you counted the 3x3 conv as an ordinary one on all G*c channels: in a grouped conv each output channel "
-     "sees only the c channels of its own group"),
-    (0, lambda k: (4 * k[0] * k[2] + 9 * k[2] ** 2) * k[3] * k[4] * k[1],
-     "you counted one 1x1 conv per path: there are two, 4C -> c before the 3x3 and c -> 4C after it"),
-    (0, lambda k: (2 * k[0] * k[2] + 9 * k[2] ** 2) * k[3] * k[4] * k[1],
+RESNEXT_MISTAKES = [   # (part, its wrong value in each of RESNEXT_CASES, what that mistake is)
+    (0, _table(RESNEXT_CASES, [27396096, 27496448, 8773632, 16834560, 181650, 89280]),
+     'twice the right number: you counted each multiplication and addition separately (FLOPs); the '
+     "lecture's formula, like summary, counts a multiply-add once"),
+    (0, _table(RESNEXT_CASES, [3424512, 429632, 4386816, 263040, 30275, 22320]),
+     'that is one path: the block has G of them'),
+    (0, _table(RESNEXT_CASES, [25890816, 41746432, 4386816, 25559040, 138075, 52416]),
+     'you counted the 3x3 conv as an ordinary one on all G*c channels: in a grouped conv each output '
+     'channel sees only the c channels of its own group'),
+    (0, _table(RESNEXT_CASES, [8881152, 7325696, 3354624, 4485120, 57225, 26208]),
+     'you counted one 1x1 conv per path: there are two, 4C -> c before the 3x3 and c -> 4C after it'),
+    (0, _table(RESNEXT_CASES, [6472704, 4114432, 2838528, 2519040, 40425, 16992]),
      "the block's input and output have 4C channels, not C: each 1x1 conv costs 4C*c per pixel"),
-    (0, lambda k: (8 * k[0] * k[2] + k[2] ** 2) * k[3] * k[4] * k[1],
-     "the 3x3 conv costs 9 multiply-adds per (input, output) channel pair and pixel: the factor 9 is missing"),
-    (0, lambda k: (8 * k[0] * k[2] + 9 * k[2] ** 2) * k[1],
-     "your count does not depend on the image size: every conv here works at each of the H x W pixels"),
+    (0, _table(RESNEXT_CASES, [10085376, 12945408, 2322432, 7925760, 69825, 37728]),
+     'the 3x3 conv costs 9 multiply-adds per (input, output) channel pair and pixel: the factor 9 is '
+     'missing'),
+    (0, _table(RESNEXT_CASES, [69888, 70144, 69632, 280576, 2595, 3720]),
+     'your count does not depend on the image size: every conv here works at each of the H x W pixels'),
 ]
 
 

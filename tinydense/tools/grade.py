@@ -74,14 +74,20 @@ def _load_file(name, path, package_dir=None):
 
 def load_checks(course):
     """The instructors' checks, ``course/checks/``, imported from their file locations under a
-    private package name; returns {module name: module}: ``common`` and every lesson's (``l01_autograd``, ...).
+    private package name; returns {module name: module}: ``common``, every lesson's (``l01_autograd``, ...)
+    and, in the instructors' copy, ``hidden_checks`` (instructor/hidden_checks.py: the hidden tests).
     Nothing is put on sys.path, so a student's folder cannot shadow a checker."""
     folder = Path(course).resolve() / "checks"
     name = "_course_checks_" + hashlib.sha256(str(folder).encode()).hexdigest()[:12]
     if name not in sys.modules:
         _load_file(name, folder / "__init__.py", folder)
-    return {p.stem: importlib.import_module(f"{name}.{p.stem}") for p in sorted(folder.glob("*.py"))
-            if p.stem != "__init__"}
+    modules = {p.stem: importlib.import_module(f"{name}.{p.stem}") for p in sorted(folder.glob("*.py"))
+               if p.stem != "__init__"}
+    hidden = folder.parent / "instructor" / "hidden_checks.py"      # instructors only: not in the release
+    if hidden.is_file():
+        modules["hidden_checks"] = sys.modules.get(f"{name}.hidden_checks") or _load_file(f"{name}.hidden_checks",
+                                                                                           hidden)
+    return modules
 
 
 def require_nbformat():

@@ -160,8 +160,9 @@ def _library_class(name):
     return getattr(importlib.import_module(OPS[name]), name, None)
 
 
-def run_checks(job, namespace, exercises, write):
-    """Check every exercise; ``write`` sends each verdict (a dict) to the grader."""
+def run_checks(job, namespace, exercises, hidden, write):
+    """Check every exercise (and, once it passes, its hidden tests); ``write`` sends each verdict
+    (a dict) to the grader."""
     guarded = snapshot()
     for name, check in exercises.items():
         obj = namespace.get(name)
@@ -182,6 +183,9 @@ def run_checks(job, namespace, exercises, write):
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), time_limit(job["cell_timeout"]):
                 ok, title, message = check(obj)
+                if ok and name in hidden:                  # the instructors' extra cases
+                    ok, _, more = hidden[name](obj)
+                    message = message if ok else f"a hidden test failed: {more}"
         except CellTimeout:
             ok, message = False, f"the check did not finish within the per-cell limit of {job['cell_timeout']:g} s"
         except BaseException as e:
@@ -234,9 +238,11 @@ def main(job_file, fd):
         write({"exercise": "*", "result": "NOTE",
                "message": f"the submission changed {', '.join(sorted(set(changed))[:5])}: put back before checking",
                "output": ""})
-    checks = grade.load_checks(job["course"])[job["module"]]   # the instructors' copy, after the student's code
+    modules = grade.load_checks(job["course"])          # the instructors' copy, after the student's code
+    checks = modules[job["module"]]
     exercises = checks.EXERCISES if job["kind"] == "notebook" else checks.WORKSPACE_CHECKS
-    run_checks(job, namespace, exercises, write)
+    hidden = getattr(modules.get("hidden_checks"), "HIDDEN", {})
+    run_checks(job, namespace, exercises, hidden, write)
     write({"exercise": "", "result": "DONE", "message": "", "output": log.getvalue()[-4000:]})
 
 
