@@ -12,7 +12,7 @@ import time
 import nbformat
 import pytest
 
-from test_lessons import LESSONS, _stub_class, _tagged, exercises, solutions
+from test_lessons import LESSONS, _stub_class, _tagged, build_notebooks, exercises, solutions
 from tinydense import cli
 from tinydense.tools import grade as grading
 
@@ -70,6 +70,9 @@ def test_grades_a_directory_with_a_passing_and_a_failing_notebook(tmp_path):
     bad = _student(tmp_path, "bob", _cheat)
     capstone = tmp_path / "submissions" / "bob" / "12_build_your_own_densenet.ipynb"
     capstone.write_text((LESSONS / capstone.name).read_text())       # no workspace beside it
+    alice_capstone = good.parent / capstone.name
+    alice_capstone.write_text(capstone.read_text())
+    (good.parent / "my_ops.py").write_text(build_notebooks.render_template())
     out = tmp_path / "grades.csv"
     assert cli.main(["grade", str(tmp_path / "submissions"), "--out", str(out), "--timeout", "300"]) == 0
     table = _rows(out)
@@ -78,6 +81,11 @@ def test_grades_a_directory_with_a_passing_and_a_failing_notebook(tmp_path):
         by_file.setdefault(r["file"], []).append(r)
     assert [r["result"] for r in by_file[str(capstone)]] == ["FAIL"]
     assert "no workspace" in by_file[str(capstone)][0]["message"]
+    fresh = by_file[str(alice_capstone)]                  # graded from the (fresh) workspace beside it
+    assert [r["exercise"] for r in fresh][-1] == "training" and len(fresh) == 10
+    assert all(r["result"] == "FAIL" and "not implemented yet" in r["message"] for r in fresh[:9]), fresh
+    assert "none of your ops ran" in fresh[-1]["message"]
+    assert str(good.parent / "my_ops.py") not in by_file                    # graded once, as the capstone's
     assert [r["exercise"] for r in by_file[str(good)]] == EXERCISES
     assert all(r["result"] == "PASS" for r in by_file[str(good)]), by_file[str(good)]
     assert [r["exercise"] for r in by_file[str(bad)]] == EXERCISES
@@ -124,10 +132,14 @@ def test_grades_workspaces_through_the_cli(tmp_path, capsys):
     rows = _rows(out)
     solved = [r for r in rows if r["file"].endswith("my_ops_solved.py")]
     broken = [r for r in rows if r["file"].endswith("my_ops_broken.py")]
-    assert len(solved) == len(broken) == 9
+    assert len(solved) == len(broken) == 10
     assert all(r["result"] == "PASS" for r in solved), solved
-    assert all(r["result"] == "FAIL" and "raised RuntimeError: syntax? no" in r["message"] for r in broken), broken
-    assert re.search(r"9 of 18 exercises PASS", capsys.readouterr().out)
+    assert re.fullmatch(r"DenseNet-BC \(depth 10, k 4, float64\) on your Conv2d, BatchNorm, ReLU, MaxPool2d, "
+                        r"AvgPool2d, Cat, Linear, LogSoftmax, CrossEntropy: MATCH \(largest relative difference "
+                        r"\S+\); accuracy \d+\.\d% on its training batches", solved[-1]["message"]), solved[-1]
+    assert all(r["result"] == "FAIL" and "raised RuntimeError: syntax? no" in r["message"] for r in broken[:9])
+    assert "none of your ops ran" in broken[-1]["message"]
+    assert re.search(r"10 of 20 exercises PASS", capsys.readouterr().out)
 
 
 # --- the forgeries of issue 20, each a regression test ---------------------------------------

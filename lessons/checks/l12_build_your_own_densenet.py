@@ -1,6 +1,8 @@
 """Checks of lesson 12, the capstone: the workspace's ops and a DenseNet trained on them."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 import tinydense as td
@@ -59,11 +61,28 @@ def check_workspace(module):
     return {name: passed(name) for name in WORKSPACE_CHECKS}
 
 
+@dataclass
+class Comparison:
+    """What compare_training found: MATCH (true) or DIVERGED at ``step``; the ops that were the
+    student's; the largest relative difference; the accuracy of the student's network on the
+    training batches after its steps."""
+    match: bool
+    yours: list
+    step: int
+    difference: float
+    accuracy: float
+
+    def __bool__(self):
+        return self.match
+
+
 def compare_training(module, batches, depth=10, growth_rate=4, rtol=1e-8):
     """Train DenseNet-BC (memory_efficient=False, float64) on ``batches`` ([(images, labels)],
     NumPy arrays) twice from the same start, with the library's ops and with ``module``'s
     (through ``td.ops.override``); compare the loss and every parameter gradient step by step.
-    Prints MATCH or DIVERGED (the first step and parameter that differ); returns True on MATCH."""
+    Prints MATCH or DIVERGED (the first step and parameter that differ); returns a Comparison
+    (true on MATCH) that also says which ops were yours and the accuracy of your network on the
+    batches after its training steps (what the grader records)."""
     import contextlib
 
     from tinydense.models import densenet_bc
@@ -81,10 +100,14 @@ def compare_training(module, batches, depth=10, growth_rate=4, rtol=1e-8):
                 loss.backward()
                 steps.append((loss.item(), [(n, np.array(p.grad)) for n, p in model.named_parameters()]))
                 opt.step()
-        return steps, report
+            model.eval()
+            with td.no_grad():
+                right = sum(int((model(td.tensor(np.asarray(images, dtype=np.float64))).numpy().argmax(axis=1)
+                                 == np.asarray(labels)).sum()) for images, labels in batches)
+        return steps, report, right / sum(len(labels) for _, labels in batches)
 
-    library, _ = run(None)
-    yours, report = run(module)
+    library, _, _ = run(None)
+    yours, report, accuracy = run(module)
     mine = [name for name, who in report.items() if who == "yours"]
     who = (f"your {', '.join(mine)}" if mine else
            "none of your ops (all are still stubs, so everything ran on the library's: a MATCH says nothing yet)")
@@ -94,7 +117,7 @@ def compare_training(module, batches, depth=10, growth_rate=4, rtol=1e-8):
             print(f"DIVERGED at step {step}: your loss {loss_mine:.12g}, the library's {loss_lib:.12g} "
                   f"(relative difference {abs(loss_mine - loss_lib) / abs(loss_lib):.1e}); the forward pass "
                   f"differs. Ops in use: {who}.")
-            return False
+            return Comparison(False, mine, step, abs(loss_mine - loss_lib) / abs(loss_lib), accuracy)
         for (name, a), (_, b) in zip(grads_mine, grads_lib):
             diff = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
             worst = max(worst, diff)
@@ -103,8 +126,8 @@ def compare_training(module, batches, depth=10, growth_rate=4, rtol=1e-8):
                       f"{name} differs by {diff:.1e} relative (the first parameter, in the network's order, "
                       f"whose gradient differs: look at the backward pass of the op that produced it). "
                       f"Ops in use: {who}.")
-                return False
+                return Comparison(False, mine, step, diff, accuracy)
         worst = max(worst, abs(loss_mine - loss_lib) / abs(loss_lib))
     print(f"MATCH: with {who}, the loss and every parameter gradient equal the library's for all "
           f"{len(library)} steps (largest relative difference {worst:.1e}).")
-    return True
+    return Comparison(True, mine, len(library), worst, accuracy)

@@ -31,6 +31,8 @@ import os
 import signal
 import sys
 
+import numpy as np
+
 from ..autograd import Function
 from ..ops.override import OPS
 
@@ -207,6 +209,38 @@ def run_checks(job, namespace, exercises, hidden, write):
                    output=out.getvalue()[-4000:]))
 
 
+def compare(job, namespace, checks):
+    """The capstone's verdict: a DenseNet trained on the workspace's ops against the library's, step for
+    step (MATCH or DIVERGED), with the ops that were the student's and the network's accuracy."""
+    guarded = snapshot()
+    r = np.random.default_rng(0)
+    batches = [(r.standard_normal((4, 3, 8, 8)), r.integers(0, 10, 4)) for _ in range(2)]
+    ops = {name: namespace[name] for name in OPS if isinstance(namespace.get(name), type)
+           and not _copied(namespace[name], name)}
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), time_limit(job["cell_timeout"]):
+            result = checks.compare_training(ops, batches, depth=10, growth_rate=4)
+    except CellTimeout:
+        result = None
+        why = f"the training comparison did not finish within the per-cell limit of {job['cell_timeout']:g} s"
+    except BaseException as e:
+        result, why = None, f"the training comparison stopped: {type(e).__name__}: {e}"
+    changed = restore(guarded)
+    record = {"exercise": "training", "output": out.getvalue()[-4000:]}
+    if changed or result is None:
+        return dict(record, result="FAIL", message=why if result is None else
+                    f"your code changed {', '.join(sorted(set(changed))[:5])} while it trained")
+    facts = (f"DenseNet-BC (depth 10, k 4, float64) on your {', '.join(result.yours) or 'none of your ops'}: "
+             f"{'MATCH' if result.match else f'DIVERGED at step {result.step}'} (largest relative difference "
+             f"{result.difference:.1e}); accuracy {result.accuracy:.1%} on its training batches")
+    if not result.yours:
+        return dict(record, result="FAIL", message=facts + "; none of your ops ran (all stubs or copies), so the "
+                                                           "MATCH says nothing")
+    return dict(record, result="PASS" if result.match else "FAIL", message=facts,
+                match=bool(result.match), accuracy=result.accuracy, difference=result.difference)
+
+
 def main(job_file, fd):
     with open(job_file) as fh:
         job = json.load(fh)
@@ -243,6 +277,8 @@ def main(job_file, fd):
     exercises = checks.EXERCISES if job["kind"] == "notebook" else checks.WORKSPACE_CHECKS
     hidden = getattr(modules.get("hidden_checks"), "HIDDEN", {})
     run_checks(job, namespace, exercises, hidden, write)
+    if job["kind"] == "workspace":
+        write(compare(job, namespace, checks))
     write({"exercise": "", "result": "DONE", "message": "", "output": log.getvalue()[-4000:]})
 
 
