@@ -27,7 +27,7 @@ tagged ``workspace``). Edit the source, then run
                                                    # from the template; never overwrites a file
     python lessons/build_notebooks.py --student OUT
                                                    # the student release: notebooks without cells tagged
-                                                   # solution or answer-key, the checkers (exercises*.py), the template,
+                                                   # solution or answer-key, the checkers (checks/), the template,
                                                    # the fixtures the DenseNet-building lesson reads; no instructor files
     python lessons/build_notebooks.py --time [--solved] [NN ...]
                                                    # run notebooks at student settings, one at a time,
@@ -49,6 +49,7 @@ import nbformat
 LESSONS = Path(__file__).resolve().parent
 SOURCES = LESSONS / "source"
 TEMPLATE = LESSONS / "my_ops_template.py"
+CHECKS = LESSONS / "checks"
 WORKSPACE = LESSONS / "student" / "my_ops.py"
 STRIPPED_TAGS = ("solution", "answer-key")      # cells the student release leaves out
 FIXTURES = LESSONS.parent / "tests" / "fixtures"
@@ -60,8 +61,9 @@ is given, and its backward pass raises NotImplementedError until you write it
 (paste your answer from the lesson, or write it here). Keep the class names and
 the forward passes as they are.
 
-    check one op:      from exercises import check_conv2d; check_conv2d(my_ops.Conv2d)
-    check all of them: from exercises import check_workspace; check_workspace(my_ops)
+    check one op:      from checks.l02_convolution import check_conv2d; check_conv2d(my_ops.Conv2d)
+    check all of them: from checks.l12_build_your_own_densenet import check_workspace
+                       check_workspace(my_ops)
     run tinydense on them (the capstone lesson):
                        with td.ops.override(my_ops): ...
     grade the file:    tinydense grade student/my_ops.py
@@ -189,9 +191,12 @@ def write_student_release(out) -> list:
         target = out / f"{source.stem}.ipynb"
         target.write_text(nbformat.writes(student_notebook(source)) + "\n")
         written.append(target)
-    for name in [p.name for p in sorted(LESSONS.glob("exercises*.py"))] + ["README.md"]:   # the checkers
-        shutil.copyfile(LESSONS / name, out / name)
-        written.append(out / name)
+    (out / CHECKS.name).mkdir()
+    for checks in sorted(CHECKS.glob("*.py")):                          # the checkers, one module a lesson
+        shutil.copyfile(checks, out / CHECKS.name / checks.name)
+        written.append(out / CHECKS.name / checks.name)
+    shutil.copyfile(LESSONS / "README.md", out / "README.md")
+    written.append(out / "README.md")
     (out / TEMPLATE.name).write_text(render_template())
     written.append(out / TEMPLATE.name)
     (out / "fixtures").mkdir()
