@@ -110,7 +110,7 @@ def run_workers(scenario, out, timeout=240):
     start = time.monotonic()
     proc = subprocess.run([MPIEXEC, "-n", str(RANKS), sys.executable, __file__, scenario, str(out)],
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})   # the fused ops' threads too
+                          env={**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"})   # the fused ops' threads too
     return proc, time.monotonic() - start
 
 
