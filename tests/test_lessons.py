@@ -34,9 +34,9 @@ def _load(name):
 
 build_notebooks = _load("build_notebooks")
 CHECKS = load_checks(LESSONS)     # {"common": module, "l01_autograd": module, ...}, loaded by file location
-# every lesson's checkers (lesson 3's have their own tests) and passed(), under one name for the tests
+# every lesson's checkers (lessons 3's and 13's have their own tests) and passed(), under one name for the tests
 exercises = SimpleNamespace(**{name: value for lesson, module in CHECKS.items()
-                               if lesson not in ("common", "l03_architectures", "hidden_checks")
+                               if lesson not in ("common", "l03_architectures", "l13_data_parallel", "hidden_checks")
                                for name, value in vars(module).items()
                                if (name.startswith(("check_", "compare_", "load_"))
                                    and getattr(value, "__module__", None) == module.__name__)
