@@ -14,8 +14,10 @@ import types
 import numpy as np
 import pytest
 
-from tinydense import backend, distributed
+from tinydense import distributed
 from tinydense.distributed import nccl as nccl_engine
+
+from test_distributed import on_threads
 
 DTYPES = {0: np.float16, 1: np.float32, 2: np.float64, 3: np.int32, 4: np.int64}
 
@@ -24,7 +26,7 @@ def fake_nccl(size):
     """A module with NCCL's names whose collectives run on host memory among ``size`` threads."""
     barrier, slots, calls = threading.Barrier(size, timeout=30), {}, []
     module = types.SimpleNamespace(NCCL_FLOAT16=0, NCCL_FLOAT32=1, NCCL_FLOAT64=2, NCCL_INT32=3, NCCL_INT64=4,
-                                   NCCL_SUM=7, calls=calls)
+                                   NCCL_SUM=7, calls=calls, barrier=barrier)
     module.get_unique_id = lambda: tuple(range(128))
 
     def view(pointer, count, code):
@@ -81,26 +83,12 @@ class FakeMPI:
 
 def run_nccl_ranks(size, task):
     module, shared, gpus = fake_nccl(size), {"barrier": threading.Barrier(size, timeout=30)}, []
-    results, errors = [None] * size, []
 
-    def body(rank):
-        try:
-            comm = nccl_engine.NCCLCommunicator(mpi=FakeMPI(size, rank, shared), nccl=module,
-                                                stream=lambda: 1234, use_gpu=gpus.append)
-            results[rank] = task(comm)
-        except BaseException as error:
-            errors.append(error)
-            shared["barrier"].abort()
+    def make_comm(rank):
+        return nccl_engine.NCCLCommunicator(mpi=FakeMPI(size, rank, shared), nccl=module, stream=lambda: 1234,
+                                            use_gpu=gpus.append)
 
-    backend.get_array_module(np.zeros(1))   # CuPy's first call imports cupyx: not in several threads at once
-    threads = [threading.Thread(target=body, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return results, module.calls, gpus
+    return on_threads(size, make_comm, task, [shared["barrier"], module.barrier]), module.calls, gpus
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])

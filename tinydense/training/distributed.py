@@ -89,31 +89,24 @@ class DistributedTrainer(Trainer):
         self.stop_requested = bool(asked[0] > 0)        # one rank asked: every rank stops after this batch
         return result
 
-    # rank 0 alone writes; the others only note what it saved
-    def _take_directory(self) -> None:
-        if self.comm.rank == 0:
-            super()._take_directory()
-
-    def _write_start_files(self) -> None:
-        if self.comm.rank == 0:
-            super()._write_start_files()
-
     def _save_last(self, state) -> None:
         if self.comm.rank == 0:
             super()._save_last(state)
-        self.saved_at = (self.epoch, self.batch)
+        self.saved_at = (self.epoch, self.batch)      # every rank knows what rank 0 saved
 
-    def _save_best(self, state) -> None:
-        if self.comm.rank == 0:
-            super()._save_best(state)
 
-    def _write_metrics(self) -> None:
+def _on_rank_zero(name):
+    """Trainer method ``name``, run by rank 0 alone."""
+    def method(self, *args):
         if self.comm.rank == 0:
-            super()._write_metrics()
+            return getattr(super(DistributedTrainer, self), name)(*args)
+    method.__name__ = name
+    return method
 
-    def _forget_unsaved_start(self, created) -> None:
-        if self.comm.rank == 0:
-            super()._forget_unsaved_start(created)
+
+# rank 0 alone takes the directory and writes in it
+for _name in ("_take_directory", "_write_start_files", "_save_best", "_write_metrics", "_forget_unsaved_start"):
+    setattr(DistributedTrainer, _name, _on_rank_zero(_name))
 
 
 def run_on_ranks(comm, task):
