@@ -7,7 +7,6 @@ run ``os.system``. A ``RestrictedUnpickler`` resolves only the
 """
 from __future__ import annotations
 
-import io
 import math
 import pickle
 
@@ -97,10 +96,6 @@ def _frombuffer(buf, dtype, shape, order):
         raise pickle.UnpicklingError(f"refused _frombuffer: shape {shape} of {dtype} needs "
                                      f"{math.prod(shape) * dtype.itemsize} bytes, the file has {len(buf)}")
     return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
-
-
-def restricted_loads(data: bytes, allowed, **kwargs):
-    return RestrictedUnpickler(io.BytesIO(data), allowed, **kwargs).load()
 
 
 def load_numpy_pickle(path, encoding="bytes"):

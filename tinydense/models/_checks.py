@@ -7,7 +7,7 @@ call ``check_image_batch`` first, so such an input changes nothing.
 """
 from __future__ import annotations
 
-from ..ops.conv import conv_output_size
+from ..ops.geometry import output_size
 
 
 def _shrink(size, layers):
@@ -17,7 +17,7 @@ def _shrink(size, layers):
     for name, layer in layers:
         (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
         (dh, dw), ceil_mode = getattr(layer, "dilation", (1, 1)), getattr(layer, "ceil_mode", False)
-        oh, ow = conv_output_size(h, kh, sh, ph, dh, ceil_mode), conv_output_size(w, kw, sw, pw, dw, ceil_mode)
+        oh, ow = output_size(h, kh, sh, ph, dh, ceil_mode), output_size(w, kw, sw, pw, dw, ceil_mode)
         if oh < 1 or ow < 1:
             return name, layer, (h, w)
         h, w = oh, ow

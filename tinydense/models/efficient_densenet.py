@@ -42,7 +42,7 @@ from .densenet_blocks import DenseBlock, Transition
 def _runs_as_textbook(module):
     """True when the fused forward cannot stand in for the textbook one: a module inside
     has a forward hook, or is not in the module's own training mode."""
-    return any(m._forward_hooks or m.training != module.training for m in module.modules() if m is not module)
+    return any(m.has_forward_hooks() or m.training != module.training for m in module.modules() if m is not module)
 
 
 def _norm_state(norm):

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..ops.conv import _pair
+from ..ops.geometry import pair, window_settings
 from . import init
 from .module import Module, Parameter
 
@@ -44,10 +44,8 @@ class Conv2d(Module):
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
+        self.kernel_size, self.stride, self.padding, self.dilation = window_settings(
+            "Conv2d", kernel_size, stride, padding, dilation)
         kh, kw = self.kernel_size
         shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
         self.weight = init.kaiming_normal_(Parameter(np.zeros(shape, dtype=np.float32)), nonlinearity="relu")
@@ -110,13 +108,16 @@ class ReLU(Module):
 
 class _Pool2d(Module):
     """What the window poolings share: kernel_size, stride (default: kernel_size), padding,
-    ceil_mode (round the output size up, PyTorch's rule)."""
+    ceil_mode (round the output size up, PyTorch's rule), checked as ops/geometry.py checks
+    them; ``dilation`` for the poolings that take it."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, dilation=None):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(kernel_size if stride is None else stride, "stride")
-        self.padding = _pair(padding, "padding")
+        self.kernel_size, self.stride, self.padding, dilation_pair = window_settings(
+            type(self).__name__, kernel_size, kernel_size if stride is None else stride, padding,
+            1 if dilation is None else dilation)
+        if dilation is not None:
+            self.dilation = dilation_pair
         self.ceil_mode = bool(ceil_mode)
 
     def extra_repr(self):
@@ -128,8 +129,7 @@ class MaxPool2d(_Pool2d):
     """Maximum over kernel_size windows, taps ``dilation`` apart."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-        super().__init__(kernel_size, stride, padding, ceil_mode)
-        self.dilation = _pair(dilation, "dilation")
+        super().__init__(kernel_size, stride, padding, ceil_mode, dilation)
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
@@ -160,7 +160,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
-        self.output_size = _pair(output_size, "output_size")
+        self.output_size = pair(output_size, "output_size")
 
     def forward(self, x):
         return F.adaptive_avg_pool2d(x, self.output_size)

@@ -300,6 +300,10 @@ class Module:
         self._forward_hooks[key] = hook
         return _HookHandle(self._forward_hooks, key)
 
+    def has_forward_hooks(self) -> bool:
+        """Whether a forward hook is registered on this module (not its children)."""
+        return bool(self._forward_hooks)
+
     def __call__(self, *args, **kwargs):
         _call_stack.append(self)
         try:

@@ -20,55 +20,210 @@ Backward (g = dL/dy):
     dx         = "col2im" of weight^T @ g: every patch scatters back to where it came from;
                  for stride 1 this is a convolution of g with the flipped kernel.
 
-All three are matrix products; three ways to lay the data out for them:
+All three are matrix products. ``Conv2d`` below computes them in the textbook
+way, im2col, for any settings: copy every kH x kW patch of the padded input
+into a column ((C*kH*kW, OH*OW) per image, one strided copy per tap), multiply
+by the weight as a (O, C*kH*kW) matrix; backward multiplies back and "col2im"
+adds every patch's gradient to where it came from. Two faster layouts give the
+same numbers for the common cases; ``Conv2d`` picks them, and they follow it in
+this file as methods named after them:
 
-1. 1x1, stride 1, no padding (the bottleneck and transition convs of
-   DenseNet-BC): a pixel is already a column, so y[n] = W @ x[n] with
+1. ``_forward_1x1``: 1x1, stride 1, no padding (the bottleneck and transition
+   convs of DenseNet-BC): a pixel is already a column, so y[n] = W @ x[n] with
    x[n] viewed as (C, H*W). No copy of the input at all.
-2. stride 1, any kernel, padding and dilation (the 3x3 convs): lay every
-   channel's zero-padded images end to end in one long row, so x becomes a
-   (C, N*Hf*Wf) matrix. Tap (a, b) of the output at position q then reads
-   input position q + a*dH*Wf + b*dW: the patch matrix is kH*kW shifted
-   slices of the same matrix, and each product is ONE big matrix multiply
-   over the whole batch. Neighbours share their zero padding (the bottom
-   padding of one image is the top padding of the next, the right padding
-   of one row the left padding of the next row), so each image sits in an
-   Hf x Wf = (H + pH) x (W + pW) frame. Outputs at the frame's padding
-   positions are computed and thrown away: 6% extra work for 3x3 on
-   32x32, 27% on 8x8. See ``_frame``, ``_stack_shifts`` and ``_sum_shifts``.
-3. stride > 1 (ImageNet stem, ResNet down-sampling): classic im2col, one
-   strided copy per tap into a (C*kH*kW, OH*OW) column matrix per image.
+2. ``_forward_rows``: stride 1, any kernel, padding and dilation (the 3x3
+   convs): lay every channel's zero-padded images end to end in one long row,
+   so x becomes a (C, N*Hf*Wf) matrix. Tap (a, b) of the output at position q
+   then reads input position q + a*dH*Wf + b*dW: the patch matrix is kH*kW
+   shifted slices of the same matrix, and each product is ONE big matrix
+   multiply over the whole batch. Neighbours share their zero padding (the
+   bottom padding of one image is the top padding of the next, the right
+   padding of one row the left padding of the next row), so each image sits in
+   an Hf x Wf = (H + pH) x (W + pW) frame. Outputs at the frame's padding
+   positions are computed and thrown away: 6% extra work for 3x3 on 32x32, 27%
+   on 8x8. See ``_frame``, ``_stack_shifts`` and ``_sum_shifts``.
 """
 from __future__ import annotations
 
-import math
 import numbers
 
 from .. import backend
 from ..autograd import Function
+from .geometry import window_geometry
 
 
-def _pair(value, name):
-    if isinstance(value, numbers.Integral):
-        value = (int(value), int(value))
-    if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(v, numbers.Integral) for v in value)):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(value[0]), int(value[1])
+def _matmul(a, b):
+    """``xp.matmul(a, b)`` over stacks of matrices. An inner dimension of 1 (depthwise
+    convolution, one channel per group) makes it an outer product, which NumPy does not
+    hand to BLAS: there a broadcast multiply gives the same numbers 2-3x faster."""
+    if a.shape[-1] == 1:
+        return a * b
+    return backend.get_array_module(a, b).matmul(a, b)
 
 
-def conv_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
-    """Output length along one spatial axis, PyTorch's rule for convolution and pooling:
-    (size + 2*padding - dilation*(kernel - 1) - 1) // stride + 1, rounded up with
-    ``ceil_mode`` (pooling) except that the last window must start inside the input or
-    the left padding. Below 1 where no window fits."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and out > 0 and (out - 1) * stride >= size + padding:
-        out -= 1                      # that window would start in the right padding: drop it
-    return out
+def _pad(x, ph, pw):
+    if ph == 0 and pw == 0:
+        return x
+    xp = backend.get_array_module(x)
+    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
+def _layout(kernel, stride, padding):
+    """Which computation ``Conv2d`` runs (module docstring): "1x1", "rows" (stride 1) or
+    "im2col" (the textbook form, for every other convolution)."""
+    if kernel == (1, 1) and stride == (1, 1) and padding == (0, 0):
+        return "1x1"
+    return "rows" if stride == (1, 1) else "im2col"
+
+
+class Conv2d(Function):
+    """The convolution: forward and backward in the textbook im2col form; for 1x1 and
+    stride-1 convolutions the faster layouts below (``_forward_1x1``, ``_forward_rows``
+    and their backward), which give the same numbers."""
+
+    def forward(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        (sh, sw), (ph, pw), (dh, dw), (OH, OW) = _geometry(x, weight, bias, stride, padding, dilation, groups)
+        N, C, H, W = x.shape
+        O, Cg, kh, kw = weight.shape
+        G, Og = groups, O // groups
+        self.x_shape, self.stride, self.padding, self.dilation = x.shape, (sh, sw), (ph, pw), (dh, dw)
+        self.weight, self.has_bias, self.groups = weight, bias is not None, G
+        self.path = _layout((kh, kw), (sh, sw), (ph, pw))
+        xp = backend.get_array_module(x)
+
+        if self.path == "im2col":
+            # cols[n, c, a, b, i, j] = xpad[n, c, i*sH + a*dH, j*sW + b*dW]: one strided copy per tap
+            xpad = _pad(x, ph, pw)
+            cols = xp.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
+            for a in range(kh):
+                for b in range(kw):
+                    cols[:, :, a, b] = xpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw]
+            self.cols = cols.reshape(N, G, Cg * kh * kw, OH * OW)
+            # per image and group: (O/G, C/G*kH*kW) @ (C/G*kH*kW, OH*OW)
+            y = _matmul(weight.reshape(G, Og, -1), self.cols).reshape(N, O, OH, OW)
+        elif self.path == "1x1":
+            y = self._forward_1x1(x, weight)
+        else:
+            y = self._forward_rows(x, weight, OH, OW)
+
+        if bias is not None:
+            y += bias.reshape(1, O, 1, 1)      # y is a new array here: add in place
+        return y
+
+    def backward(self, g):
+        xp = backend.get_array_module(g)
+        need_x, need_w = self.needs_grad[0], self.needs_grad[1]
+        gb = g.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_grad[2] else None
+
+        if self.path == "im2col":
+            N, C, H, W = self.x_shape
+            O, Cg, kh, kw = self.weight.shape
+            G, Og = self.groups, O // self.groups
+            (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+            OH, OW = g.shape[2:]
+            g_flat = g.reshape(N, G, Og, OH * OW)
+            gx = gw = None
+            if need_w:   # dW = sum_n g[n] @ cols[n]^T, per group
+                gw = _matmul(g_flat, self.cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
+            if need_x:   # col2im: every tap adds its patch gradient back (a loop over taps only)
+                w_t = self.weight.reshape(G, Og, -1).transpose(0, 2, 1)                 # (G, C/G*T, O/G)
+                dcols = _matmul(w_t, g_flat).reshape(N, C, kh, kw, OH, OW)
+                gxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=g.dtype)
+                for a in range(kh):
+                    for b in range(kw):
+                        gxpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw] += dcols[:, :, a, b]
+                gx = xp.ascontiguousarray(gxpad[:, :, ph:ph + H, pw:pw + W])
+        elif self.path == "1x1":
+            gx, gw = self._backward_1x1(g, need_x, need_w)
+        else:
+            gx, gw = self._backward_rows(g, need_x, need_w)
+
+        if gw is not None:
+            gw = xp.ascontiguousarray(gw)
+        return gx, gw, gb
+
+    # --- layout 1: 1x1, stride 1, no padding --------------------------------------------
+    def _forward_1x1(self, x, weight):
+        N, C, H, W = x.shape
+        O, Cg = weight.shape[:2]
+        G, Og = self.groups, O // self.groups
+        self.x = x
+        # one BLAS call per image and group, (O/G, C/G) @ (C/G, H*W), straight into NCHW order.
+        # (One big (O, C) @ (C, N*H*W) product runs ~10% faster, but x and y would need
+        # transposing copies that cost more than that: measured at DenseNet-BC's shapes, 2 threads.)
+        return _matmul(weight.reshape(G, Og, Cg), x.reshape(N, G, Cg, H * W)).reshape(N, O, H, W)
+
+    def _backward_1x1(self, g, need_x, need_w):
+        N, C, H, W = self.x_shape
+        O, Cg = self.weight.shape[:2]
+        G, Og = self.groups, O // self.groups
+        g_flat = g.reshape(N, G, Og, H * W)
+        gx = gw = None
+        if need_w:   # dW = sum_n g[n] @ x[n]^T, per group
+            x_flat = self.x.reshape(N, G, Cg, H * W)
+            gw = _matmul(g_flat, x_flat.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
+        if need_x:   # dx[n] = W^T @ g[n], per group
+            gx = _matmul(self.weight.reshape(G, Og, Cg).transpose(0, 2, 1), g_flat).reshape(N, C, H, W)
+        return gx, gw
+
+    # --- layout 2: stride 1, images end to end in rows ----------------------------------
+    def _forward_rows(self, x, weight, OH, OW):
+        N, C, H, W = x.shape
+        O, Cg, kh, kw = weight.shape
+        G, Og = self.groups, O // self.groups
+        (ph, pw), (dh, dw) = self.padding, self.dilation
+        Hf, Wf = self.frame = _frame(H, W, ph, pw, OH, OW)
+        L = N * Hf * Wf
+        self.offsets = [a * dh * Wf + b * dw for a in range(kh) for b in range(kw)]
+        xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1]).reshape(G, Cg, -1)  # (G, C/G, L + tail)
+        # Whichever side has fewer channels gets the T-fold intermediate (T*min(O, C)/G rows):
+        if Og <= Cg:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail), then T shifted adds
+            y_rows = _sum_shifts(_matmul(_taps_outputs_by_inputs(weight, G), xrows), self.offsets, Og, L)
+            self.xrows = xrows
+        else:          # T shifted copies of x stacked (im2col), then (O/G, T*C/G) @ (T*C/G, L)
+            xcols = _stack_shifts(xrows, self.offsets, L)
+            y_rows = _matmul(_outputs_by_taps_inputs(weight, G), xcols)
+            self.xcols = xcols
+        return _from_rows(y_rows.reshape(O, L), 0, 0, OH, OW, N, Hf, Wf)
+
+    def _backward_rows(self, g, need_x, need_w):
+        N, C, H, W = self.x_shape
+        O, Cg = self.weight.shape[:2]
+        G, Og = self.groups, O // self.groups
+        ph, pw = self.padding
+        Hf, Wf = self.frame
+        L = N * Hf * Wf
+        gx = gw = None
+        # g in the same row layout, zero at the thrown-away positions, with `front`
+        # zeros ahead so that g shifted right by any tap offset is a slice
+        front = self.offsets[-1]
+        g_rows = _image_rows(g, 0, 0, Hf, Wf, front=front).reshape(G, Og, -1)   # (G, O/G, front + L)
+        back = [front - off for off in self.offsets]   # slice at back[t] = g shifted by tap t
+        # dx is a stride-1 convolution of g with the flipped kernel:
+        #   dxrows[c, q] = sum_t sum_o W[o, c, t] g[o, q - offset_t]
+        if Og <= Cg:   # stack the T shifted copies of g (T*O/G rows): serves dx and dW
+            gcols = _stack_shifts(g_rows, back, L)                                  # (G, T*O/G, L)
+            if need_w:   # dW[o, c, t] = sum_q g[o, q - offset_t] x[c, q]
+                gw = _matmul(gcols, self.xrows[:, :, :L].transpose(0, 2, 1))      # (G, T*O/G, C/G)
+                gw = _weight_from_taps_outputs(gw, self.weight.shape)
+            if need_x:   # one product per image on strided views of gcols, so the result
+                # comes out image-major (N, C, Hf*Wf) and needs no transposing copy
+                w_taps = _taps_outputs_by_inputs(self.weight, G).transpose(0, 2, 1)    # (G, C/G, T*O/G)
+                per_image = gcols.reshape(G, -1, N, Hf * Wf).transpose(2, 0, 1, 3)  # (N, G, T*O/G, Hf*Wf)
+                dxpad = _matmul(w_taps, per_image).reshape(N, C, Hf, Wf)
+                gx = dxpad[:, :, ph:ph + H, pw:pw + W].copy()
+        else:          # every tap's product with g (T*C/G rows), then T shifted adds
+            if need_w:   # dW[o, (t, c)] = sum_p g[o, p] xcols[(t, c), p]
+                gw = _matmul(g_rows[:, :, front:], self.xcols.transpose(0, 2, 1))  # (G, O/G, T*C/G)
+                gw = _weight_from_outputs_by_taps(gw, self.weight.shape)
+            if need_x:
+                products = _matmul(_taps_inputs_by_outputs(self.weight, G), g_rows)   # (G, T*C/G, front + L)
+                dxrows = _sum_shifts(products, back, Cg, L).reshape(C, L)
+                gx = _from_rows(dxrows, ph, pw, H, W, N, Hf, Wf)
+        return gx, gw
+
+
+# --- the row layout's helpers --------------------------------------------------------------
 def _frame(H, W, ph, pw, OH, OW):
     """Height and width of the frame each image gets in the row layout: the
     image plus its padding on one side (the other side's padding is the next
@@ -98,15 +253,6 @@ def _from_rows(rows, top, left, h, w, N, Hf, Wf):
     return frames.transpose(1, 0, 2, 3).copy()
 
 
-def _matmul(a, b):
-    """``xp.matmul(a, b)`` over stacks of matrices. An inner dimension of 1 (depthwise
-    convolution, one channel per group) makes it an outer product, which NumPy does not
-    hand to BLAS: there a broadcast multiply gives the same numbers 2-3x faster."""
-    if a.shape[-1] == 1:
-        return a * b
-    return backend.get_array_module(a, b).matmul(a, b)
-
-
 def _stack_shifts(rows, offsets, length):
     """(G, K, M) -> (G, T*K, length): block t is rows[:, :, offsets[t] : offsets[t] + length].
     This IS the im2col matrix of every group, built with T contiguous copies."""
@@ -127,144 +273,47 @@ def _sum_shifts(products, offsets, K, length):
     return out
 
 
-def _by_tap(weight, G, rows, cols):
-    """The weight (O, C/G, kH, kW) as one matrix per group, (G, rows, cols): ``rows`` and
-    ``cols`` name the axes "o" (O/G outputs), "c" (C/G inputs) and "t" (the kH*kW taps)
-    in memory order, e.g. ("to", "c") -> (G, T*O/G, C/G) with row t*O/G + o."""
+# The weight (O, C/G, kH, kW) as one matrix per group, its T = kH*kW taps t = a*kW + b
+# stacked with the outputs o (O/G) or the inputs c (C/G); and back.
+def _per_group(weight, G):
+    """(O, C/G, kH, kW) -> (G, O/G, C/G, T)."""
     O, Cg, kh, kw = weight.shape
-    size = {"o": O // G, "c": Cg, "t": kh * kw}
-    w = weight.reshape(G, O // G, Cg, kh * kw).transpose(0, *(1 + "oct".index(a) for a in rows + cols))
-    return w.reshape(G, math.prod(size[a] for a in rows), math.prod(size[a] for a in cols))
+    return weight.reshape(G, O // G, Cg, kh * kw)
 
 
-def _from_tap(w, G, rows, cols, weight_shape):
-    """Inverse of ``_by_tap``: a (G, rows, cols) matrix back to (O, C/G, kH, kW)."""
+def _taps_outputs_by_inputs(weight, G):
+    """(G, T*O/G, C/G): row t*O/G + o, column c."""
+    w = _per_group(weight, G)
+    return w.transpose(0, 3, 1, 2).reshape(G, -1, w.shape[2])
+
+
+def _outputs_by_taps_inputs(weight, G):
+    """(G, O/G, T*C/G): row o, column t*C/G + c."""
+    w = _per_group(weight, G)
+    return w.transpose(0, 1, 3, 2).reshape(G, w.shape[1], -1)
+
+
+def _taps_inputs_by_outputs(weight, G):
+    """(G, T*C/G, O/G): row t*C/G + c, column o."""
+    w = _per_group(weight, G)
+    return w.transpose(0, 3, 2, 1).reshape(G, -1, w.shape[1])
+
+
+def _weight_from_taps_outputs(w, weight_shape):
+    """Inverse of ``_taps_outputs_by_inputs``: (G, T*O/G, C/G) -> (O, C/G, kH, kW)."""
     O, Cg, kh, kw = weight_shape
-    size = {"o": O // G, "c": Cg, "t": kh * kw}
-    order = rows + cols
-    w = w.reshape(G, *(size[a] for a in order)).transpose(0, *(1 + order.index(a) for a in "oct"))
-    return w.reshape(weight_shape)
+    G = w.shape[0]
+    return w.reshape(G, kh * kw, O // G, Cg).transpose(0, 2, 3, 1).reshape(weight_shape)
 
 
-class Conv2d(Function):
-    def forward(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        (sh, sw), (ph, pw), (dh, dw), (OH, OW) = _geometry(x, weight, bias, stride, padding, dilation, groups)
-        N, C, H, W = x.shape
-        O, Cg, kh, kw = weight.shape
-        G, Og = groups, O // groups
-        self.x_shape, self.stride, self.padding, self.dilation = x.shape, (sh, sw), (ph, pw), (dh, dw)
-        self.weight, self.has_bias, self.groups = weight, bias is not None, G
-        xp = backend.get_array_module(x)
-
-        if kh == kw == 1 and (sh, sw) == (1, 1) and (ph, pw) == (0, 0):
-            self.path = "1x1"
-            self.x = x
-            # one BLAS call per image and group, (O/G, C/G) @ (C/G, H*W), straight into NCHW order.
-            # (One big (O, C) @ (C, N*H*W) product runs ~10% faster, but x and y would need
-            # transposing copies that cost more than that: measured at DenseNet-BC's shapes, 2 threads.)
-            y = _matmul(weight.reshape(G, Og, Cg), x.reshape(N, G, Cg, H * W)).reshape(N, O, OH, OW)
-        elif (sh, sw) == (1, 1):
-            self.path = "rows"
-            Hf, Wf = self.frame = _frame(H, W, ph, pw, OH, OW)
-            L = N * Hf * Wf
-            self.offsets = [a * dh * Wf + b * dw for a in range(kh) for b in range(kw)]
-            xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1]).reshape(G, Cg, -1)  # (G, C/G, L + tail)
-            # Whichever side has fewer channels gets the T-fold intermediate (T*min(O, C)/G rows):
-            if Og <= Cg:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail), then T shifted adds
-                y_rows = _sum_shifts(_matmul(_by_tap(weight, G, "to", "c"), xrows), self.offsets, Og, L)
-                self.xrows = xrows
-            else:          # T shifted copies of x stacked (im2col), then (O/G, T*C/G) @ (T*C/G, L)
-                xcols = _stack_shifts(xrows, self.offsets, L)
-                y_rows = _matmul(_by_tap(weight, G, "o", "tc"), xcols)
-                self.xcols = xcols
-            y = _from_rows(y_rows.reshape(O, L), 0, 0, OH, OW, N, Hf, Wf)
-        else:
-            self.path = "im2col"
-            xpad = _pad(x, ph, pw)
-            cols = xp.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
-            for a in range(kh):
-                for b in range(kw):
-                    cols[:, :, a, b] = xpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw]
-            self.cols = cols.reshape(N, G, Cg * kh * kw, OH * OW)
-            y = _matmul(weight.reshape(G, Og, -1), self.cols).reshape(N, O, OH, OW)
-
-        if bias is not None:
-            y += bias.reshape(1, O, 1, 1)      # y is a new array here: add in place
-        return y
-
-    def backward(self, g):
-        xp = backend.get_array_module(g)
-        N, C, H, W = self.x_shape
-        O, Cg, kh, kw = self.weight.shape
-        G, Og = self.groups, O // self.groups
-        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
-        OH, OW = g.shape[2:]
-        need_x, need_w = self.needs_grad[0], self.needs_grad[1]
-        gx = gw = None
-        gb = g.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_grad[2] else None
-
-        if self.path == "1x1":
-            g_flat = g.reshape(N, G, Og, H * W)
-            if need_w:   # dW = sum_n g[n] @ x[n]^T, per group
-                x_flat = self.x.reshape(N, G, Cg, H * W)
-                gw = _matmul(g_flat, x_flat.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
-            if need_x:   # dx[n] = W^T @ g[n], per group
-                gx = _matmul(self.weight.reshape(G, Og, Cg).transpose(0, 2, 1), g_flat).reshape(N, C, H, W)
-
-        elif self.path == "rows":
-            Hf, Wf = self.frame
-            L = N * Hf * Wf
-            # g in the same row layout, zero at the thrown-away positions, with `front`
-            # zeros ahead so that g shifted right by any tap offset is a slice
-            front = self.offsets[-1]
-            g_rows = _image_rows(g, 0, 0, Hf, Wf, front=front).reshape(G, Og, -1)   # (G, O/G, front + L)
-            back = [front - off for off in self.offsets]   # slice at back[t] = g shifted by tap t
-            # dx is a stride-1 convolution of g with the flipped kernel:
-            #   dxrows[c, q] = sum_t sum_o W[o, c, t] g[o, q - offset_t]
-            if Og <= Cg:   # stack the T shifted copies of g (T*O/G rows): serves dx and dW
-                gcols = _stack_shifts(g_rows, back, L)                                  # (G, T*O/G, L)
-                if need_w:   # dW[o, c, t] = sum_q g[o, q - offset_t] x[c, q]
-                    gw = _matmul(gcols, self.xrows[:, :, :L].transpose(0, 2, 1))      # (G, T*O/G, C/G)
-                    gw = _from_tap(gw, G, "to", "c", self.weight.shape)
-                if need_x:   # one product per image on strided views of gcols, so the result
-                    # comes out image-major (N, C, Hf*Wf) and needs no transposing copy
-                    w_taps = _by_tap(self.weight, G, "to", "c").transpose(0, 2, 1)          # (G, C/G, T*O/G)
-                    per_image = gcols.reshape(G, -1, N, Hf * Wf).transpose(2, 0, 1, 3)  # (N, G, T*O/G, Hf*Wf)
-                    dxpad = _matmul(w_taps, per_image).reshape(N, C, Hf, Wf)
-                    gx = dxpad[:, :, ph:ph + H, pw:pw + W].copy()
-            else:          # every tap's product with g (T*C/G rows), then T shifted adds
-                if need_w:   # dW[o, (t, c)] = sum_p g[o, p] xcols[(t, c), p]
-                    gw = _matmul(g_rows[:, :, front:], self.xcols.transpose(0, 2, 1))  # (G, O/G, T*C/G)
-                    gw = _from_tap(gw, G, "o", "tc", self.weight.shape)
-                if need_x:
-                    products = _matmul(_by_tap(self.weight, G, "tc", "o"), g_rows)        # (G, T*C/G, front + L)
-                    dxrows = _sum_shifts(products, back, Cg, L).reshape(C, L)
-                    gx = _from_rows(dxrows, ph, pw, H, W, N, Hf, Wf)
-
-        else:  # im2col
-            g_flat = g.reshape(N, G, Og, OH * OW)
-            if need_w:
-                gw = _matmul(g_flat, self.cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
-            if need_x:   # col2im: every tap adds its patch gradient back (a loop over taps only)
-                w_t = self.weight.reshape(G, Og, -1).transpose(0, 2, 1)                 # (G, C/G*T, O/G)
-                dcols = _matmul(w_t, g_flat).reshape(N, C, kh, kw, OH, OW)
-                gxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=g.dtype)
-                for a in range(kh):
-                    for b in range(kw):
-                        gxpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw] += dcols[:, :, a, b]
-                gx = xp.ascontiguousarray(gxpad[:, :, ph:ph + H, pw:pw + W])
-        if gw is not None:
-            gw = xp.ascontiguousarray(gw)
-        return gx, gw, gb
+def _weight_from_outputs_by_taps(w, weight_shape):
+    """Inverse of ``_outputs_by_taps_inputs``: (G, O/G, T*C/G) -> (O, C/G, kH, kW)."""
+    O, Cg, kh, kw = weight_shape
+    G = w.shape[0]
+    return w.reshape(G, O // G, kh * kw, Cg).transpose(0, 1, 3, 2).reshape(weight_shape)
 
 
-def _pad(x, ph, pw):
-    if ph == 0 and pw == 0:
-        return x
-    xp = backend.get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
+# --- checks ------------------------------------------------------------------------------------
 def _check_conv_inputs(x, weight, bias, groups=1):
     if x.ndim != 4:
         raise ValueError(f"conv2d expects input of shape (N, C, H, W), got {x.ndim}-D shape {tuple(x.shape)}")
@@ -292,18 +341,9 @@ def _geometry(x, weight, bias, stride, padding, dilation, groups):
     """Check a convolution's arguments (ValueError/TypeError naming them); returns
     (stride, padding, dilation, output size), each an (h, w) pair of ints."""
     _check_conv_inputs(x, weight, bias, groups)
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    if sh < 1 or sw < 1 or ph < 0 or pw < 0 or dh < 1 or dw < 1:
-        raise ValueError(f"conv2d needs stride >= 1, padding >= 0 and dilation >= 1, got stride={stride}, "
-                         f"padding={padding}, dilation={dilation}")
-    H, W = x.shape[2:]
-    kh, kw = weight.shape[2:]
-    OH, OW = conv_output_size(H, kh, sh, ph, dh), conv_output_size(W, kw, sw, pw, dw)
-    if OH < 1 or OW < 1:
-        spread = f" (dilation {dh},{dw} spreads it to {dh * (kh - 1) + 1}x{dw * (kw - 1) + 1})" if (dh, dw) != (1, 1) else ""
-        raise ValueError(f"conv2d kernel {kh}x{kw}{spread} is larger than the padded input "
-                         f"{H + 2 * ph}x{W + 2 * pw} (input {H}x{W}, padding {ph},{pw})")
-    return (sh, sw), (ph, pw), (dh, dw), (OH, OW)
+    _, stride, padding, dilation, out = window_geometry("conv2d", x.shape, tuple(weight.shape[2:]), stride, padding,
+                                                       dilation)
+    return stride, padding, dilation, out
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -38,9 +38,12 @@ The convolutions with k x k kernels are ops/conv.py's ``Conv2d``, whose forward
 this op runs and whose backward it calls from its own: not through autograd,
 because a recorded graph would keep the convolution's input alive, and that
 input is a scratch array. The 1x1 convolutions are one matrix product each
-over the channel-major matrix (ops/channel_major.py, ops/bn_relu_fold.py). In eval mode v is x itself and
-each layer folds its running statistics into its affine map. Every phase of a
-layer shares its work among threads (ops/parallel.py).
+over the channel-major matrix (ops/channel_major.py, ops/bn_relu_fold.py). In
+eval mode v is x itself and each layer folds its running statistics into its
+affine map. Every phase of a layer shares its work among threads (ops/parallel.py).
+
+(Over 400 lines, as one op: its forward, its backward and the per-layer steps
+they run read together, with the records of what a layer is given and keeps.)
 """
 from __future__ import annotations
 
@@ -241,8 +244,9 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
         b = as_matrix(bottleneck)
         synchronized = training and stats_reducer.synchronized()   # then conv2's input waits for the whole batch
 
-        def bn2(i, lo, hi):           # channels lo..hi-1 of the bottleneck: dropout, centred in place (training),
-            if drop_bottleneck is not None:                                              # conv2's input
+        def bn2(i, lo, hi):
+            """Channels lo..hi-1 of the bottleneck: dropout, centred in place (training), conv2's input."""
+            if drop_bottleneck is not None:
                 bottleneck[lo:hi] *= drop_bottleneck.transpose(1, 0, 2, 3)[lo:hi]
             stats2 = centre_rows(b[lo:hi], out=b[lo:hi]) if training else (None, None)
             if not synchronized:
@@ -346,8 +350,9 @@ def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
             sum_d2, sum_dv2 = stats_reducer.global_sums(sum_d2, sum_dv2)
         invstd2 = saved.to_xhat2[1]
 
-        def to_db(i, lo, hi):                  # dL/dv2 -> dL/d(bottleneck) (through bn2's statistics), dropout's
-            d = as_matrix(d2)[lo:hi]                                                                # backward
+        def to_db(i, lo, hi):
+            """dL/dv2 -> dL/d(bottleneck) (through bn2's statistics), then dropout's backward."""
+            d = as_matrix(d2)[lo:hi]
             a2.slice_rows(lo, hi).to_dv(d)
             if stats is not None:
                 statistics_backward(d, bh[lo:hi], (sum_d2[lo:hi], (invstd2 * invstd2 * sum_dv2)[lo:hi]),

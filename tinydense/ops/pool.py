@@ -25,36 +25,28 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function, Tensor
-from .conv import _pair, conv_output_size
+from .geometry import pair, window_geometry
 
 
 def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, name):
-    """((kh, kw), (sh, sw), (ph, pw), (dh, dw), (OH, OW)) of a pooling call, checked."""
+    """((kh, kw), (sh, sw), (ph, pw), (dh, dw), (OH, OW)) of a pooling call, checked
+    (ops/geometry.py, and pooling's own rules: padding at most half the kernel, no window
+    that reads only padding)."""
     if x.ndim != 4:
         raise ValueError(f"{name} expects input of shape (N, C, H, W), got shape {tuple(x.shape)}")
-    kh, kw = _pair(kernel_size, "kernel_size")
-    sh, sw = _pair(kernel_size if stride is None else stride, "stride")
-    ph, pw = _pair(padding, "padding")
-    dh, dw = _pair(dilation, "dilation")
-    if min(kh, kw, sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
-        raise ValueError(f"{name} needs kernel_size, stride, dilation >= 1 and padding >= 0, got "
-                         f"kernel_size={kernel_size}, stride={stride}, padding={padding}, dilation={dilation}")
+    geometry = window_geometry(name, x.shape, kernel_size, kernel_size if stride is None else stride, padding,
+                               dilation, ceil_mode)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (OH, OW) = geometry
     if ph > kh // 2 or pw > kw // 2:
         raise ValueError(f"{name}: padding {padding} must be at most half the kernel size {kernel_size}")
     H, W = x.shape[2:]
-    OH = conv_output_size(H, kh, sh, ph, dh, ceil_mode)
-    OW = conv_output_size(W, kw, sw, pw, dw, ceil_mode)
-    if OH < 1 or OW < 1:
-        spread = f", dilation {dh},{dw}" if (dh, dw) != (1, 1) else ""
-        raise ValueError(f"{name}: kernel {kh}x{kw}{spread} is larger than the padded input "
-                         f"{H + 2 * ph}x{W + 2 * pw} (input shape {tuple(x.shape)}, padding {ph},{pw})")
     for axis, k, st, p, d, n, out in (("row", kh, sh, ph, dh, H, OH), ("column", kw, sw, pw, dw, W, OW)):
         for i in range(out) if d > 1 else ():   # spaced taps can all miss the input (never with d = 1)
             if all(not 0 <= i * st - p + a * d < n for a in range(k)):
                 raise ValueError(f"{name}: with dilation {dilation} the window at output {axis} {i} reads "
                                  f"only padding (input shape {tuple(x.shape)}, kernel_size={kernel_size}, "
                                  f"stride={stride}, padding={padding})")
-    return (kh, kw), (sh, sw), (ph, pw), (dh, dw), (OH, OW)
+    return geometry
 
 
 def _padded(x, geometry, fill):
@@ -247,7 +239,7 @@ def _adaptive_output_size(x, output_size, name):
     shape = (x.data if isinstance(x, Tensor) else x).shape
     if len(shape) != 4:
         raise ValueError(f"{name} expects input of shape (N, C, H, W), got shape {tuple(shape)}")
-    oh, ow = _pair(output_size, "output_size")
+    oh, ow = pair(output_size, "output_size")
     if oh < 1 or ow < 1:
         raise ValueError(f"{name}: output size {oh}x{ow} must be at least 1x1 (input shape {tuple(shape)})")
     if shape[2] < 1 or shape[3] < 1:

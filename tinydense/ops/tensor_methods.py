@@ -33,20 +33,22 @@ def as_tensor_like(other, like: Tensor) -> Tensor:
 
 
 # --- arithmetic: a op b and b op a (b a scalar or array: x * 2, 1 - x) ---------
-def _binary(op):
+def _binary(op, name):
+    """Tensor's ``__name__`` and ``__rname__``: ``op`` on (self, other) and on (other, self)."""
     def method(self, other):
         return op.apply(self, as_tensor_like(other, self))
 
     def reflected(self, other):
         return op.apply(as_tensor_like(other, self), self)
+    method.__name__, reflected.__name__ = f"__{name}__", f"__r{name}__"
     return method, reflected
 
 
-add, radd = _binary(Add)
-sub, rsub = _binary(Sub)
-mul, rmul = _binary(Mul)
-truediv, rtruediv = _binary(Div)
-matmul, rmatmul = _binary(MatMul)
+add, radd = _binary(Add, "add")
+sub, rsub = _binary(Sub, "sub")
+mul, rmul = _binary(Mul, "mul")
+truediv, rtruediv = _binary(Div, "truediv")
+matmul, rmatmul = _binary(MatMul, "matmul")
 
 
 def neg(self):
