@@ -11,7 +11,9 @@
                            measured throughput, published accuracy; the complexity chart
 
 Bad input gives one line on stderr and a non-zero exit status, before any
-file is touched or any data are read.
+file is touched or any data are read. (About 450 lines: every command's options
+beside what the command does, one file for the whole command line; the work
+itself is in tinydense.training and tinydense.tools.)
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ from pathlib import Path
 from .data import DataLoader, DownloadError, default_data_dir, load_cifar
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+EXIT_BROKEN_PIPE = 128 + 13            # what a program stopped by SIGPIPE reports
 
 # train options whose value goes into the run configuration (argparse dest -> config key)
 CONFIG_OPTIONS = ("model", "depth", "growth_rate", "compression", "drop_rate", "dataset", "epochs",
-                  "batch_size", "lr", "momentum", "weight_decay", "milestones", "limit_train",
+                  "batch_size", "eval_batch_size", "lr", "momentum", "weight_decay", "milestones", "limit_train",
                   "limit_test", "val_split", "seed", "device")
 
 THREADS_HELP = ("threads of the BLAS library behind the matrix products (default: its own choice, one per "
@@ -67,6 +70,9 @@ def _add_model_options(p, training):
     g = p.add_argument_group("training (default: the paper's recipe)")
     g.add_argument("--epochs", type=int, help="number of epochs to train (default: 300)")
     g.add_argument("--batch-size", type=int, help="images per batch (default: 64)")
+    g.add_argument("--eval-batch-size", type=int, metavar="N",
+                   help="images per batch when testing (default: --batch-size, so testing needs no more memory "
+                        "than training)")
     g.add_argument("--lr", type=float, help="initial learning rate (default: 0.1); with --resume, the new "
                                             "base rate from the resumed epoch on, the drops still applied")
     g.add_argument("--momentum", type=float, help="Nesterov momentum, in [0, 1) (default: 0.9)")
@@ -88,13 +94,28 @@ def _add_model_options(p, training):
     g = p.add_argument_group("files")
     g.add_argument("--data-dir", help="directory holding cifar-10-batches-py/ (default: $TINYDENSE_DATA, else, "
                                       "with --resume, the run's, else data/)")
-    g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    _add_download_options(g)
     g.add_argument("--out", help="run directory, new or empty (default: runs/<model>-L<depth>-k<growth>-<dataset>)")
     g.add_argument("--out-exists-ok", action="store_true",
                    help="let --out be a directory with other files: the run writes its own files beside them "
                         "(never over a file of the same name)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+
+
+def _add_download_options(g):
+    g.add_argument("--download", action="store_true",
+                   help="download CIFAR (170 MB) into --data-dir when it is missing there (without it, only the "
+                        "default folder data/ is filled by itself)")
+    g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data, even "
+                                                              "into data/")
+
+
+def _download(args):
+    """The Trainer's ``download``: asked for, refused, or only into the default folder."""
+    if args.download and args.no_download:
+        raise ValueError("--download and --no-download contradict each other: give one")
+    return True if args.download else (False if args.no_download else "default")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,11 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("checkpoint", help="a run's best.npz or last.npz")
-    p.add_argument("--data-dir", help="directory holding the data set (default: $TINYDENSE_DATA, else data/)")
-    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    p.add_argument("--data-dir", help="directory holding the data set (default: $TINYDENSE_DATA, else the one "
+                                      "the run recorded in the config.json beside the checkpoint, else data/)")
+    _add_download_options(p)
     p.add_argument("--limit-test", type=_images, metavar="N",
                    help="use the first N test images, or 'all' (default: what the run used, its --limit-test)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: the run's testing batch size)")
     p.add_argument("--device", help="cpu or cuda (default: the run's device)")
     p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     p.add_argument("--plot", nargs="?", const="", metavar="IMAGE",
@@ -136,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "parameters, multiply-adds (MACs) and the memory of each output.")
     _add_model_options(p, training=False)
     p.add_argument("--image-size", type=int, default=32, help="input images are SIZE x SIZE (default: 32)")
-    p.add_argument("--level", type=int, help="list the modules LEVEL levels down, each with the total of "
-                                             "what it contains (default: every layer)")
+    p.add_argument("--level", type=int, help="list the modules LEVEL levels down (1, 2 ...), each with the "
+                                             "parameters and multiply-adds of all it contains and the memory "
+                                             "of its own output (default: every layer)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("gradcheck", help="check every op's backward pass against finite differences")
@@ -169,14 +192,18 @@ def cmd_train(args) -> int:
 def _train(args, comm) -> int:
     from .tools.plots import plot_curves
     from .text import plural
-    from .threads import blas_threads, set_blas_threads
+    from .threads import blas_threads, load_average, set_blas_threads
     from .training import Trainer, make_config, run_name
     from .training.distributed import DistributedTrainer
+    from .training.sharing import oversubscription, other_runs
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out is empty: give a run directory, or leave --out out for runs/<model>-...")
+    download = _download(args)
     if args.threads is not None or comm.size > 1:     # N processes share the cores
         set_blas_threads(max(1, (os.cpu_count() or 1) // comm.size) if args.threads is None else args.threads)
     options = {k: getattr(args, k) for k in CONFIG_OPTIONS}
-    files = dict(resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
-                 progress=not args.no_progress, exist_ok=args.out_exists_ok)
+    files = dict(resume=args.resume, data_dir=args.data_dir, download=download, progress=not args.no_progress,
+                 exist_ok=args.out_exists_ok)
     if args.no_augment:
         options["augment"] = False
     out = Path(args.out) if args.out else Path("runs") / run_name(make_config(**options))
@@ -196,6 +223,10 @@ def _train(args, comm) -> int:
     print(f"recipe: {plural(c['epochs'], 'epoch')}, batch {c['batch_size']}, {_schedule(c)}, momentum "
           f"{c['momentum']:g}{' (Nesterov)' if c['nesterov'] else ''}, weight decay {c['weight_decay']:g}, "
           f"augmentation {'on' if c['augment'] else 'off'}, seed {c['seed']}; writing to {out}", flush=True)
+    if c["device"] == "cpu" and comm.rank == 0:
+        warning = oversubscription(threads, os.cpu_count(), other_runs(), load_average())
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     status = trainer.fit()
     if status == "interrupted":
         print(f"tinydense: interrupted; continue with: tinydense train --out {out} --resume", file=sys.stderr)
@@ -234,21 +265,23 @@ def cmd_evaluate(args) -> int:
 
     from .tools.plots import plot_confusion
     from .threads import set_blas_threads
-    from .training import evaluate, load_model, nonfinite_entries
-    if args.batch_size <= 0:
+    from .training import evaluate, load_model
+    from .training.runfiles import read_record
+    if args.batch_size is not None and args.batch_size <= 0:
         raise ValueError(f"batch-size must be a positive integer, got {args.batch_size}")
+    if Path(args.checkpoint).suffix.lower() in (".pth", ".pt"):
+        raise ValueError(f"{args.checkpoint} is a PyTorch file: tinydense evaluate reads a tinydense run's "
+                         f"best.npz or last.npz. Load PyTorch weights in Python with tinydense.load_pth(path) and "
+                         f"model.load_state_dict(...)")
     plot_path = _confusion_path(args)
+    download = _download(args)
     if args.threads is not None:
         set_blas_threads(args.threads)
     model, state = load_model(args.checkpoint, device=args.device)
-    bad = nonfinite_entries(state["model"])
-    if bad:
-        raise ValueError(f"{args.checkpoint} holds NaN or infinite weights (in {len(bad)} of {len(state['model'])} "
-                         f"arrays: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}): the run diverged before it "
-                         f"was saved; its accuracy would mean nothing. Evaluate an earlier checkpoint")
     config = state["config"]
-    data_dir = default_data_dir(args.data_dir)
-    test = load_cifar(config["dataset"], data_dir, train=False, download=not args.no_download)
+    data_dir = default_data_dir(args.data_dir, recorded=read_record(Path(args.checkpoint).parent).get("data_dir"))
+    test = load_cifar(config["dataset"], data_dir, train=False,
+                      download=download is True or (download == "default" and data_dir == Path("data")))
     if args.limit_test is None:
         limit = config["limit_test"]
         which = f"the first {limit}, as the run used (--limit-test {limit})" if limit else "all"
@@ -256,7 +289,8 @@ def cmd_evaluate(args) -> int:
         limit = None if args.limit_test == "all" else args.limit_test
         which = f"the first {limit} (--limit-test {limit})" if limit else "all (--limit-test all)"
     test = test.head(limit)
-    loader = DataLoader(test, args.batch_size, mean=state["data"]["mean"], std=state["data"]["std"],
+    batch_size = args.batch_size or config["eval_batch_size"] or config["batch_size"]
+    loader = DataLoader(test, batch_size, mean=state["data"]["mean"], std=state["data"]["std"],
                         device=config["device"])
     result = evaluate(model, loader, test.num_classes, progress=sys.stderr.isatty())
     confusion = result["confusion"]
@@ -308,10 +342,15 @@ def cmd_plot(args) -> int:
 def cmd_summary(args) -> int:
     from .tools.summary import summary
     from .training import build_model, make_config
+    from .training.size import check_fits
     if args.image_size <= 0:
         raise ValueError(f"image-size must be a positive integer, got {args.image_size}")
+    if args.level is not None and args.level < 1:
+        raise ValueError(f"--level must be 1 or more (1: the model's direct parts), got {args.level}")
     options = {k: getattr(args, k) for k in ("model", "depth", "growth_rate", "compression", "drop_rate", "dataset")}
-    model = build_model(make_config(**options))
+    config = make_config(**options, batch_size=1)
+    check_fits(config)
+    model = build_model(config)
     print(summary(model, (3, args.image_size, args.image_size), depth=args.level))
     return 0
 
@@ -410,6 +449,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ntinydense: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:
+        print("tinydense: error: out of memory: this machine cannot hold what was asked for; use a smaller "
+              "--batch-size (or --depth, --growth-rate, --image-size); a run's last.npz keeps its last saved state",
+              file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:                # the reader went away (e.g. `| head`): stop quietly,
+        devnull = os.open(os.devnull, os.O_WRONLY)          # as Python's documentation advises
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (ValueError, OSError, DownloadError, TrainingDiverged) as e:
         print(f"tinydense: error: {' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_ERROR

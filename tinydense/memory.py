@@ -144,3 +144,10 @@ def available_memory():
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def training_step_bytes(activation_bytes, params, batch) -> int:
+    """A generous guess of a float32 training step's memory: every layer's output for one
+    image (``activation_bytes``, summary's activation memory) and its gradient, for the
+    batch, and four copies of the ``params`` weights (values, gradients, momentum, update)."""
+    return 2 * batch * activation_bytes + 16 * params

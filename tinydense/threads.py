@@ -11,6 +11,7 @@ The command line (``--threads``), ``tinydense compare`` and the fused ops
     blas_threads()            the number the library uses now (None: no BLAS found)
     set_blas_threads(4)       from now on, in this process and the processes it starts
     with blas_limited_to(1):  ... for a while (the fused ops run their own threads)
+    load_average()            how busy the machine's cores are (the 1-minute load average)
 """
 from __future__ import annotations
 
@@ -77,3 +78,11 @@ def blas_limited_to(n: int):
     finally:
         for lib, count in zip(libraries, before):
             lib.set_num_threads(count)
+
+
+def load_average():
+    """The 1-minute load average of this machine (runnable processes), or None if unknown."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None

@@ -53,7 +53,7 @@ def not_found_message(name, root) -> str:
     return (f"{spec.title} not found in {root.resolve()}: expected {spec.folder}/ with "
             f"{', '.join(spec.train_files + spec.test_files)}. Download {spec.archive} "
             f"(\"python version\", {spec.url}, see {CIFAR_PAGE}) and extract it into {root.resolve()}, "
-            f"or let tinydense download it (download=True; the CLI does by default), "
+            f"or let tinydense download it (download=True; the CLI: --download), "
             f"or point --data-dir / TINYDENSE_DATA at the directory that contains {spec.folder}/")
 
 

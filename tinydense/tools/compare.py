@@ -24,7 +24,8 @@ for VGG): the time of a matrix product does not depend on the values in it.
 
 ``Comparison.plot(path)`` draws the lecture's complexity chart (after Canziani
 et al., "An Analysis of Deep Neural Network Models for Practical Applications",
-2016): x the multiply-adds, y the top-1 accuracy, bubble area the parameters.
+2016): x the multiply-adds, y the top-1 accuracy, bubble area the parameters
+(tools/complexity_chart.py).
 """
 from __future__ import annotations
 
@@ -43,9 +44,10 @@ from ..autograd import Tensor, no_grad
 from ..nn import init
 from ..optim import SGD
 from ..text import format_duration
-from ..threads import blas_threads
+from ..threads import blas_threads, load_average
 from ..training.loop import train_step
-from .plots import check_image_path, figure, save_figure
+# BUBBLE_AREA and complexity_figure: also under this module's name (lesson 3 imports them from here)
+from .complexity_chart import BUBBLE_AREA, check_drawable, complexity_figure, plot_complexity  # noqa: F401
 from .summary import summary
 
 
@@ -109,13 +111,6 @@ OTHERS = ("alexnet_2012", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet10
 GROUPS = {"zoo": ZOO, "cifar": CIFAR}
 MODELS = ZOO + CIFAR + OTHERS
 
-# families, for the chart's colours: (prefix, family)
-FAMILIES = (("alexnet", "AlexNet"), ("zfnet", "AlexNet"), ("vgg", "VGG"), ("cifar_vgg", "VGG"),
-            ("googlenet", "GoogLeNet"), ("resnext", "ResNeXt"), ("cifar_resnext", "ResNeXt"),
-            ("wide_resnet", "ResNet"), ("resnet", "ResNet"), ("cifar_resnet", "ResNet"), ("densenet", "DenseNet"))
-COLOURS = {"AlexNet": "tab:red", "VGG": "tab:orange", "GoogLeNet": "tab:green", "ResNet": "tab:blue",
-           "ResNeXt": "tab:purple", "DenseNet": "tab:brown", "other": "tab:gray"}
-
 # The time estimate (rough: within a factor of about 2). Per image, an inference pass or a
 # training step runs the model's multiply-adds at a fraction of the rate of one float32
 # matrix product (MAC_EFFICIENCY), streams the parameters through memory a few times
@@ -127,10 +122,6 @@ MAC_EFFICIENCY = {"inference": 0.5, "training": 0.156}
 PARAM_PASSES = {"inference": 2.0, "training": 4.0}
 LAYER_SECONDS = {"inference": 0.005, "training": 0.038}
 REFERENCE_RATE = 14.5e9
-
-
-def family(name):
-    return next((f for prefix, f in FAMILIES if name.startswith(prefix)), "other")
 
 
 def native_size(name):
@@ -168,9 +159,7 @@ def resolve(names):
 def check_plottable(names):
     """ValueError unless some of the models (names, as :func:`resolve` returns them) has a
     published accuracy to draw."""
-    if not any(n in ACCURACY for n in names):
-        raise ValueError("compare: none of these models has a published accuracy to plot (" + ", ".join(names)
-                         + f"); the ones with one: {', '.join(ACCURACY)}")
+    check_drawable([{"name": n, "accuracy": ACCURACY.get(n)} for n in names], known=ACCURACY)
 
 
 def build(name):
@@ -253,12 +242,6 @@ def estimate_seconds(rows, batch, repeats, warmup=1, speed=None):
     per_layer = sum(LAYER_SECONDS.values()) * REFERENCE_RATE / rate
     return sum((warmup + repeats) * (batch * r["macs"] * per_mac + r["params"] * per_param + r["layers"] * per_layer)
                for r in rows)
-
-
-def _training_bytes(row, batch):
-    """A generous guess of a training step's memory: every layer's output and its
-    gradient for the batch, and four copies of the weights (values, gradients, momentum, update)."""
-    return 2 * batch * row["memory_bytes"] + 16 * row["params"]
 
 
 class Comparison:
@@ -357,7 +340,7 @@ def compare_models(entries, batch=2, repeats=3, warmup=1, measure_speed=True, lo
         threads = blas_threads()
         available = memory.available_memory()
         for r in rows:
-            needed = _training_bytes(r, batch)
+            needed = memory.training_step_bytes(r["memory_bytes"], r["params"], batch)
             if available is not None and needed > 0.8 * available:
                 raise ValueError(f"compare: training {r['name']} at {r['image_size']}x{r['image_size']} with "
                                  f"batch {batch} would need about {needed / 2 ** 30:.1f} GB, more than the "
@@ -378,18 +361,10 @@ def compare_models(entries, batch=2, repeats=3, warmup=1, measure_speed=True, lo
                 del m
                 gc.collect()
                 memory.clear()
-            r["load"] = _load_average()
+            r["load"] = load_average()
             say(f"  {name}: {r['inference']:.3g} img/s inference, {r['training']:.3g} img/s training "
                 f"({format_duration(time.perf_counter() - start)})")
     return Comparison(rows, batch, repeats, warmup, threads, measure_speed)
-
-
-def _load_average():
-    """The 1-minute load average of this machine (runnable processes), or None if unknown."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
 
 
 def load_note(loads, threads, cpus=None):
@@ -407,89 +382,3 @@ def load_note(loads, threads, cpus=None):
         text += ("; other processes were competing for the CPUs, so these img/s are lower and noisier than on "
                  "an idle machine (run again when it is quiet)")
     return text + "."
-
-
-BUBBLE_AREA = 8.0            # points^2 of bubble per million parameters
-
-
-def _label(fig, ax, bubbles):
-    """Name each bubble (x, y, area in points^2, name) at the first of a few spots around
-    it (above, below, right, left, the diagonals, then further out) where the name covers
-    no other name and no other bubble's centre; the highest bubbles choose first."""
-    from matplotlib.transforms import Bbox
-    renderer = fig.canvas.get_renderer()
-    centres = ax.transData.transform([(x, y) for x, y, _, _ in bubbles])
-    spots = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, 1), (1, -1), (-1, -1)]
-    taken = []
-    for i in sorted(range(len(bubbles)), key=lambda i: -bubbles[i][1]):
-        x, y, area, name = bubbles[i]
-        gap = np.sqrt(area / np.pi) + 2
-        others = [Bbox.from_bounds(cx - 3, cy - 3, 6, 6) for j, (cx, cy) in enumerate(centres) if j != i]
-        for scale in (1, 1.8, 2.6):
-            for dx, dy in spots:
-                text = ax.annotate(name, (x, y), xytext=(dx * gap * scale, dy * gap * scale),
-                                   textcoords="offset points", fontsize=7,
-                                   ha={0: "center", 1: "left", -1: "right"}[dx],
-                                   va={0: "center", 1: "bottom", -1: "top"}[dy])
-                box = text.get_window_extent(renderer)
-                if not any(box.overlaps(b) for b in taken + others):
-                    break
-                text.remove()
-            else:
-                continue
-            break
-        else:                        # no free spot: above it all the same
-            text = ax.annotate(name, (x, y), xytext=(0, gap), textcoords="offset points", fontsize=7,
-                               ha="center", va="bottom")
-            box = text.get_window_extent(renderer)
-        taken.append(box)
-
-
-def complexity_figure(rows, title=None):
-    """The figure of :func:`plot_complexity`: one panel per data set of the accuracies."""
-    check_plottable([r["name"] for r in rows])
-    drawn = [r for r in rows if r["accuracy"] is not None]
-    datasets = list(dict.fromkeys(r["accuracy"].dataset for r in drawn))
-    fig = figure(9.5 * len(datasets), 6.5)
-    axes = np.atleast_1d(fig.subplots(1, len(datasets)))
-    labels = []
-    for ax, dataset in zip(axes, datasets):
-        here = [r for r in drawn if r["accuracy"].dataset == dataset]
-        bubbles = []
-        for r in here:
-            x, y, area = r["macs"] / 1e9, r["accuracy"].top1, BUBBLE_AREA * r["params"] / 1e6
-            ax.scatter(x, y, s=area, color=COLOURS[family(r["name"])], alpha=0.45, edgecolors="black",
-                       linewidths=0.6)
-            bubbles.append((x, y, area, r["name"]))
-        labels.append(bubbles)
-        sizes = sorted({r["image_size"] for r in here})
-        at = f"{sizes[0]}x{sizes[0]}" if len(sizes) == 1 else "each model's image size"
-        ax.set(xlabel=f"G multiply-adds per image (at {at})", ylabel=f"top-1 accuracy on {dataset} (%)",
-               title=f"{dataset}: bubble area = parameters")
-        ax.grid(alpha=0.3)
-        ax.margins(0.12)
-        families = list(dict.fromkeys(family(r["name"]) for r in here))
-        handles = [ax.scatter([], [], color=COLOURS[f], alpha=0.45, edgecolors="black", s=60, label=f)
-                   for f in families]
-        handles += [ax.scatter([], [], color="white", edgecolors="black", s=BUBBLE_AREA * m,
-                               label=f"{m}M parameters") for m in (10, 50, 100)]
-        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), labelspacing=1.6,
-                  borderpad=1.2, frameon=False)
-    missing = [r["name"] for r in rows if r["accuracy"] is None]
-    note = "accuracies: papers and torchvision's weights, cited in tinydense.tools.compare.ACCURACY"
-    if missing:
-        note += "; not drawn (no published accuracy): " + ", ".join(missing)
-    fig.text(0.01, 0.01, note, fontsize=7, color="gray")
-    fig.suptitle(title or "The complexity comparison")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    for ax, bubbles in zip(axes, labels):   # the axes are final now: names where they overlap no other
-        ax.set(xlim=ax.get_xlim(), ylim=ax.get_ylim())
-        _label(fig, ax, bubbles)
-    return fig
-
-
-def plot_complexity(rows, path, title=None):
-    """The lecture's complexity chart of ``rows`` (Comparison.rows) to ``path``: x the
-    multiply-adds, y the published top-1 accuracy, bubble area the parameters."""
-    check_image_path(path)
-    return save_figure(complexity_figure(rows, title), path)

@@ -80,9 +80,10 @@ class Summary:
     ``s.total_macs`` (multiply-adds) and ``s.total_memory_bytes`` (every layer's output)
     are for the whole model and the batch (``s.batch_size`` images)."""
 
-    def __init__(self, model_name, input_shape, rows, total_params, total_macs, total_memory_bytes, batch_size=1):
+    def __init__(self, model_name, input_shape, rows, total_params, total_macs, total_memory_bytes, batch_size=1,
+                 level=None):
         self.model_name, self.input_shape = model_name, tuple(input_shape)
-        self.rows, self.batch_size = rows, batch_size
+        self.rows, self.batch_size, self.level = rows, batch_size, level
         self.total_params, self.total_macs = total_params, total_macs
         self.total_memory_bytes = total_memory_bytes
 
@@ -111,6 +112,9 @@ class Summary:
                   f"Total multiply-adds (MACs): {self.total_macs:,} ({self.total_macs / 1e9:.2f} G)",
                   f"Activation memory:  {self.total_memory_bytes / 2 ** 20:,.2f} MB "
                   f"(every layer's output, {images})"]
+        if self.level is not None:
+            lines.append(f"(the modules {self.level} level{'s' if self.level > 1 else ''} down: Params and MACs of "
+                         f"a row are the totals of everything inside it, Memory is only its own output's)")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -206,4 +210,4 @@ def summary(model, input_shape, depth=None) -> Summary:
                              params=sum(p.size for p in module.parameters()),
                              macs=macs + pending.pop(name, 0), memory_bytes=int(memory)))
     return Summary(type(model).__name__, input_shape, rows, sum(p.size for p in model.parameters()), total_macs,
-                   total_memory, batch)
+                   total_memory, batch, level=depth)

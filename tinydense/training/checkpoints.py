@@ -16,7 +16,9 @@ from .. import backend
 from ..autograd import Tensor
 from ..checkpoint import load as load_checkpoint_file
 from . import runfiles
-from .config import base_lr, build_model, make_config
+from ..text import listing
+from .config import base_lr, build_model, is_int, make_config
+from .size import check_fits
 
 CHECKPOINT_FORMAT = "tinydense-run-1"
 
@@ -59,7 +61,9 @@ def restore(trainer, ck) -> None:
         if history is None:                    # written before last.npz held the history
             history = [r for r in runfiles.read_metrics(trainer.metrics_path) if r["epoch"] <= trainer.epoch]
         trainer.history = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in history]
-    except (KeyError, ValueError, TypeError) as e:
+    except KeyError as e:
+        raise ValueError(f"{trainer.last_path} is incomplete: it has no entry {e.args[0]!r}") from e
+    except (ValueError, TypeError) as e:
         raise ValueError(f"{trainer.last_path} is incomplete or does not match its configuration: {e}") from e
     if not (np.allclose(mean, trainer.mean) and np.allclose(std, trainer.std)):
         raise ValueError(f"the training data in {trainer.data_dir} differ from those the run in {trainer.out} "
@@ -94,7 +98,45 @@ def read_checkpoint(path) -> dict:
         state["config"] = make_config(**saved) | {"device": device}
     except Exception as e:   # a damaged zip, a truncated array, a foreign file, a bad configuration ...
         raise ValueError(f"{path} is not a readable tinydense training checkpoint ({type(e).__name__}: {e})") from e
+    check_values(state, path)
     return state
+
+
+REQUIRED = ("epoch", "batch", "best_acc", "data", "model")   # besides format and config, in last.npz and best.npz
+
+
+def check_values(state, path) -> None:
+    """ValueError naming ``path`` and the entry, unless the values of a run checkpoint are
+    what a run saves: every entry there, epoch and batch counts, finite normalisation
+    statistics with std > 0, finite weights, variances >= 0. (A run never saves a model
+    that holds NaN: such a file was damaged or edited.)"""
+    missing = [key for key in REQUIRED if key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a complete tinydense training checkpoint: it has no "
+                         f"{', '.join(map(repr, missing))} entry")
+    for key in ("epoch", "batch"):
+        if not is_int(state[key]) or state[key] < 0:
+            raise ValueError(f"{path} is damaged: its entry {key!r} is {state[key]!r}, not a count (0, 1, 2 ...)")
+    data, model = state["data"], state["model"]
+    for key in ("mean", "std"):
+        value = data.get(key) if isinstance(data, dict) else None
+        if value is None or np.shape(value) != (3,) or not np.isfinite(value).all():
+            raise ValueError(f"{path} is damaged: its entry 'data/{key}' is {value!r}, not 3 finite numbers "
+                             f"(one per colour channel)")
+    if not (np.asarray(data["std"]) > 0).all():
+        raise ValueError(f"{path} is damaged: its entry 'data/std' is {data['std']!r}; a standard deviation of 0 "
+                         f"would divide every image by 0")
+    if not isinstance(model, dict) or not all(hasattr(v, "dtype") for v in model.values()):
+        raise ValueError(f"{path} is damaged: its entry 'model' is not a dict of arrays")
+    bad = nonfinite_entries(model)
+    if bad:
+        raise ValueError(f"{path} holds NaN or infinite weights (in {len(bad)} of {len(model)} arrays: "
+                         f"{listing(bad, 3)}): the run diverged before it was saved, or the file was damaged; its "
+                         f"accuracy would mean nothing. Evaluate an earlier checkpoint")
+    negative = [name for name, v in model.items() if name.endswith("running_var") and (np.asarray(v) < 0).any()]
+    if negative:
+        raise ValueError(f"{path} is damaged: its entry 'model/{negative[0]}' holds negative variances "
+                         f"(a batch norm's running variance is never below 0)")
 
 
 def load_model(path, device=None):
@@ -107,6 +149,10 @@ def load_model(path, device=None):
         saved = state["config"]["device"]
         device = saved if saved == "cpu" or backend.cuda_available() else "cpu"
     config = make_config(**dict(state["config"], device=device))
+    try:
+        check_fits(dict(config, batch_size=1))         # a file can name any size: count before building
+    except ValueError as e:
+        raise ValueError(f"{path} describes a model too large to build here: {e}") from None
     model = build_model(config)
     try:
         model.load_state_dict(state["model"])

@@ -21,11 +21,11 @@ DEFAULT_DEPTH = {"densenet-bc": 100, "densenet": 40, "resnet": 110}
 
 # The paper's recipe (Huang et al. 2017, Section 4.2), the defaults of every run.
 PAPER_RECIPE = dict(model="densenet-bc", depth=100, growth_rate=12, compression=None, drop_rate=0.0,
-                    dataset="cifar10", epochs=300, batch_size=64, lr=0.1, momentum=0.9, nesterov=True,
+                    dataset="cifar10", epochs=300, batch_size=64, eval_batch_size=None, lr=0.1, momentum=0.9, nesterov=True,
                     weight_decay=1e-4, milestones=None, gamma=0.1, augment=True,
                     limit_train=None, limit_test=None, val_split=None, seed=0, device="cpu")
 DENSENET_ONLY = ("growth_rate", "compression", "drop_rate")
-RESUMABLE = ("epochs", "device", "milestones", "lr")     # options a resumed run may give
+RESUMABLE = ("epochs", "device", "milestones", "lr", "eval_batch_size")     # options a resumed run may give
 
 
 def paper_milestones(epochs: int) -> list:
@@ -100,7 +100,7 @@ def _check_counts(c) -> None:
     for name in ("epochs", "batch_size", "depth", "growth_rate"):
         if not is_int(c[name]) or c[name] <= 0:
             raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {c[name]!r}")
-    for name in ("limit_train", "limit_test", "val_split"):
+    for name in ("limit_train", "limit_test", "val_split", "eval_batch_size"):
         if c[name] is not None and (not is_int(c[name]) or c[name] <= 0):
             raise ValueError(f"{name.replace('_', '-')} must be a positive number of images, got {c[name]!r}")
     if c["val_split"] is not None and c["limit_train"] is not None and c["val_split"] >= c["limit_train"]:
@@ -153,12 +153,12 @@ def resumed_config(checkpoint, given) -> dict:
         if key not in RESUMABLE and (key not in saved or saved[key] != value):
             raise ValueError(f"--{key.replace('_', '-')} {value} differs from the run being resumed "
                              f"({saved.get(key)}); a resumed run keeps its configuration "
-                             f"(only --epochs, --device and --lr may change)")
+                             f"(only --epochs, --device and --lr may change, and --eval-batch-size)")
     if "milestones" in given and list(given["milestones"]) != saved["milestones"]:
         raise ValueError(f"--milestones {given['milestones']} differs from the run being resumed "
                          f"({saved['milestones']}); a resumed run keeps its schedule")
     config = dict(saved)
-    config.update({k: given[k] for k in ("epochs", "device") if k in given})
+    config.update({k: given[k] for k in ("epochs", "device", "eval_batch_size") if k in given})
     if "lr" in given and given["lr"] != base_lr(saved):
         change = {"epoch": int(checkpoint["epoch"]) + 1, "batch": int(checkpoint["batch"]), "lr": given["lr"]}
         config["lr_changes"] = saved["lr_changes"] + [change]

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..text import listing
+from . import sharing
 
 try:                      # POSIX; without it (Windows) a run directory is not locked
     import fcntl
@@ -131,12 +132,14 @@ class RunLock:
     host and start time so that a second run can say who has it. The kernel
     releases the lock when its process ends, however it ends (even SIGKILL), so
     a lock file left behind by a killed run is simply taken over. ``release()``
-    deletes the file. Without ``fcntl`` (Windows) nothing is locked."""
+    deletes the file. While locked, the run is also counted in :mod:`.sharing`.
+    Without ``fcntl`` (Windows) nothing is locked."""
 
     def __init__(self, directory):
         self.directory = Path(directory)
         self.path = self.directory / LOCK_FILE
         self.fd = None
+        self.entry = None                         # this run's entry in sharing.RUNS_DIR, while locked
 
     def holder(self) -> str:
         """Who holds the lock, as recorded in the lock file."""
@@ -197,6 +200,7 @@ class RunLock:
             os.ftruncate(fd, 0)
             os.write(fd, (json.dumps(info) + "\n").encode())
             self.fd = fd
+            self.entry = sharing.register()       # other runs count this one
             return self
         self._refuse()
 
@@ -205,3 +209,5 @@ class RunLock:
             self.path.unlink(missing_ok=True)    # while still holding it: a waiting process re-checks the inode
             os.close(self.fd)
             self.fd = None
+            sharing.unregister(self.entry)
+            self.entry = None

@@ -44,6 +44,16 @@ def write_config(path, config, data_dir, intact="", **extra) -> None:
     _written(path, lambda: write_atomic(path, json.dumps(record, indent=2) + "\n"), intact)
 
 
+def read_record(run_dir) -> dict:
+    """The config.json of the run in ``run_dir`` as written (with the data folder and the BLAS
+    threads it used); {} if there is none or it cannot be read."""
+    try:
+        record = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def read_metrics(path) -> list:
     """The rows of metrics.csv (epoch an int, the rest floats); [] if there is none."""
     if not Path(path).is_file():

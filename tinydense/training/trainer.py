@@ -6,27 +6,32 @@ the run directory, the data. :meth:`Trainer.fit` takes the directory and runs th
 epochs; :meth:`Trainer.train_epoch` is the textbook loop over the batches
 (:func:`~tinydense.training.loop.train_step`), an evaluation
 (:func:`~tinydense.training.loop.evaluate`), one step of the schedule and the saves.
+(About 430 lines: a run's life cycle, from its checks to its last save, reads best in
+one class; the jobs around it, the checkpoints' contents, the run directory, the files,
+the estimate, the size guard and the signals, are the modules beside this one.)
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from .. import backend
 from ..data import DataLoader, ImageDataset, default_data_dir, load_cifar
 from ..optim import SGD, MultiStepLR
 from ..text import listing
+from ..threads import blas_threads
 from . import runfiles
 from .checkpoints import nonfinite_entries, read_checkpoint, restore, run_state
 from .config import base_lr, build_model, make_config, resumed_config
 from .estimate import RunTimeEstimate
 from .loop import evaluate, train_step
 from .signals import restore_handlers, stop_on_signals
+from .size import check_fits
 from .rundir import RunLock, check_new_run_dir, check_writable, remove_stale_temp_files, stamp
 
 READ_EVERY_S = 1.0        # seconds between reads of the batches' losses (a read waits for the GPU)
@@ -56,7 +61,8 @@ class Trainer:
               (``exist_ok``: beside unrelated files); ``resume=True`` needs its ``last.npz``.
     data_dir: where the data set lives: ``data_dir``, else ``$TINYDENSE_DATA``, else
               (on resume) the directory the run used, else ``data/``;
-              download: fetch it when missing (an empty directory is never left behind).
+              download: fetch it when missing (an empty directory is never left behind):
+              True, False, or ``"default"``: only into the default folder ``data/``.
     """
 
     def __init__(self, config, out_dir, resume=False, data_dir=None, download=False,
@@ -69,9 +75,11 @@ class Trainer:
         self.lock = RunLock(self.out)
         self.lock.check()
         checkpoint = self._read_configuration(config)
-        self.data_dir = default_data_dir(data_dir, recorded=self._saved_data_dir() if resume else None)
+        self.recorded = runfiles.read_record(self.out) if resume else {}      # config.json of the run resumed
+        self.data_dir = default_data_dir(data_dir, recorded=self.recorded.get("data_dir"))
         # the model first (an impossible architecture is reported before the directory is judged
         # and the data are read), seeded
+        check_fits(self.config)
         backend.manual_seed(self.config["seed"])
         self.model = build_model(self.config)
         if not resume:
@@ -104,19 +112,19 @@ class Trainer:
         self.config = resumed_config(checkpoint, given)
         return checkpoint
 
-    def _saved_data_dir(self):
-        """The data directory recorded in config.json, if it can be read."""
-        try:
-            return json.loads(self.config_path.read_text()).get("data_dir")
-        except (OSError, ValueError, AttributeError):
-            return None
-
     def _load_data(self, download) -> None:
         """The first limit_train training images, of which the last val_split are held out;
         the test images; the normalisation statistics of the images trained on."""
         config = self.config
+        if download == "default":
+            download = self.data_dir == Path("data")
         train_set = load_cifar(config["dataset"], self.data_dir, train=True, download=download)
         test_set = load_cifar(config["dataset"], self.data_dir, train=False, download=download)
+        for option, images in (("limit_train", train_set), ("limit_test", test_set)):
+            if (config[option] or 0) > len(images):
+                self.log(f"note: --{option.replace('_', '-')} {config[option]} is more than the {len(images)} "
+                         f"{'training' if images is train_set else 'test'} images in {self.data_dir}: using all "
+                         f"{len(images)}")
         used = train_set.head(config["limit_train"])
         n_val = config["val_split"] or 0
         if n_val >= len(used):
@@ -126,6 +134,11 @@ class Trainer:
                         if n_val else None)
         self.test_set = test_set.head(config["limit_test"])
         self.mean, self.std = self.train_set.channel_stats()
+        if not (self.std > 0).all():
+            channel = int(np.argmin(self.std))
+            raise ValueError(f"colour channel {channel} of the {len(self.train_set)} training images in "
+                             f"{self.data_dir} is constant (standard deviation 0): normalising would divide by "
+                             f"0. Are the files damaged?")
         self.num_classes = self.train_set.num_classes
         self.select = "val_acc" if self.val_set is not None else "test_acc"     # what chooses best.npz
 
@@ -137,7 +150,7 @@ class Trainer:
         self.train_loader = DataLoader(self.train_set, config["batch_size"], shuffle=True,
                                        augment=config["augment"], mean=self.mean, std=self.std,
                                        device=config["device"], seed=[config["seed"], 1])
-        eval_batch = max(config["batch_size"], 128)
+        eval_batch = config["eval_batch_size"] or config["batch_size"]
         self.test_loader = DataLoader(self.test_set, eval_batch, mean=self.mean, std=self.std,
                                       device=config["device"])
         self.val_loader = (DataLoader(self.val_set, eval_batch, mean=self.mean, std=self.std,
@@ -213,7 +226,8 @@ class Trainer:
         removed = remove_stale_temp_files(self.out)
         if removed:
             self.log(f"removed {len(removed)} temporary file(s) left in {self.out} by interrupted writes")
-        runfiles.write_config(self.config_path, self.config, self.data_dir, self._intact())
+        runfiles.write_config(self.config_path, self.config, self.data_dir, self._intact(),
+                              threads=blas_threads())
 
     def _take_directory(self) -> None:
         """Make and lock the directory, and check that it is still as it was checked."""
@@ -233,6 +247,11 @@ class Trainer:
         """metrics.csv and best.npz from last.npz, and a line on where the run goes on."""
         self._write_metrics()
         self._repair_best()
+        before, now = self.recorded.get("threads"), blas_threads()
+        if self.config["device"] == "cpu" and before and now and before != now:
+            self.log(f"note: the run so far used {before} BLAS threads, this part uses {now}: a sum split over "
+                     f"other threads is added in another order, so the resumed run is not bit-exact with an "
+                     f"uninterrupted one (resume with --threads {before} for that)")
         changes = self.config["lr_changes"]
         self.log(f"resuming {self.out} at epoch {self.epoch + 1} of {self.config['epochs']}"
                  + (f", batch {self.batch + 1}" if self.batch else "")
