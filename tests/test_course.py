@@ -690,3 +690,46 @@ def test_the_student_release_holds_no_reference_computation(tmp_path):
                 if _same_answer(got, right):
                     leaks.append(f"{name} computes {solution.__name__}")
     assert not leaks, leaks
+
+
+def test_the_nbgrader_release_marks_solutions_and_autograded_checks(tmp_path):
+    out = tmp_path / "release"
+    build_notebooks.write_student_release(out, nbgrader=True)
+    nb = nbformat.read(out / "05_gradient_checking.ipynb", as_version=4)
+    nbformat.validate(nb)
+    stubs = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    checks = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert [c.metadata.nbgrader.grade_id for c in stubs] == ["numeric_gradient", "Sigmoid", "Cat"]
+    assert [(c.metadata.nbgrader.grade_id, c.metadata.nbgrader.points, c.metadata.nbgrader.locked)
+            for c in checks] == [("check_numeric_gradient", 1, True), ("check_Sigmoid", 1, True), ("check_Cat", 1, True)]
+    for verdict in (True, False):                 # nbgrader counts a test cell that raises as failed
+        namespace = {"check_sigmoid": lambda cls, v=verdict: (v, "sigmoid", "..."), "Sigmoid": object}
+        if verdict:
+            exec(checks[1].source, namespace)
+        else:
+            with pytest.raises(AssertionError, match="FAIL"):
+                exec(checks[1].source, namespace)
+    plain = nbformat.read(build_notebooks.write_student_release(tmp_path / "plain")[4], as_version=4)
+    assert not any("nbgrader" in c.metadata for c in plain.cells)
+
+
+def test_the_autograder_zip_holds_what_gradescope_runs(tmp_path):
+    import stat
+    import zipfile
+    path = build_notebooks.write_autograder_zip(tmp_path / "autograder.zip")
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        for script in ("setup.sh", "run_autograder"):
+            assert stat.S_IMODE(zf.getinfo(script).external_attr >> 16) & 0o111, script    # executable
+            assert zf.read(script).startswith(b"#!/usr/bin/env bash\n")
+        run = zf.read("run_autograder").decode()
+        zf.extractall(tmp_path / "source")
+    assert "/autograder/results/results.json" in run and "--course /autograder/source/course" in run
+    assert {"package/tinydense/__init__.py", "package/pyproject.toml", "course/checks/common.py",
+            "course/instructor/hidden_checks.py", "course/05_gradient_checking.ipynb"} <= names
+    assert not any("__pycache__" in n or n.startswith("course/student/") for n in names)
+    from tinydense.tools.grade import load_checks
+    modules = load_checks(tmp_path / "source" / "course")      # the course inside loads, hidden tests too
+    assert "hidden_checks" in modules and "Conv2d" in modules["hidden_checks"].HIDDEN
+    with pytest.raises(ValueError, match="exists"):
+        build_notebooks.write_autograder_zip(path)

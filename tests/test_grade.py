@@ -57,7 +57,7 @@ def _rows(path):
 
 
 def _results(rows):
-    return {r[1]: (r[2], r[3]) for r in rows}
+    return {r["exercise"]: (r["result"], r["message"]) for r in rows}
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +113,7 @@ def test_a_hanging_cell_fails_its_exercise_only_and_a_crash_fails_the_file(tmp_p
     assert rows["Sigmoid"][0] == "FAIL" and "per-cell limit of 3 s" in rows["Sigmoid"][1], rows
     assert rows["numeric_gradient"][0] == rows["Cat"][0] == "PASS", rows
     rows = grading.grade([_student(tmp_path, "dave", die)], tmp_path / "b.csv", timeout=120)
-    assert rows and all(r[2] == "FAIL" and "ended with status 3" in r[3] for r in rows), rows
+    assert rows and all(r["result"] == "FAIL" and "ended with status 3" in r["message"] for r in rows), rows
     rows = _results(grading.grade([_student(tmp_path, "erin", delete_stub)], tmp_path / "c.csv", timeout=120))
     assert rows["Cat"][0] == "FAIL" and "deleted" in rows["Cat"][1] and rows["Sigmoid"][0] == "PASS", rows
     with pytest.raises(ValueError, match="per-cell limit"):
@@ -174,8 +174,8 @@ def test_a_renamed_notebook_is_graded_as_its_lesson_never_by_its_own_check_cells
     for filename in ("smithjohn_12345_67890_01_autograd.ipynb", "homework.ipynb"):
         path = _student(tmp_path, "heidi", _cheat, filename=filename)
         rows = grading.grade([path], tmp_path / f"{filename}.csv", timeout=120)
-        assert [r[1] for r in rows] == EXERCISES, rows
-        assert all(r[2] == "FAIL" and "not implemented yet" in r[3] for r in rows), rows
+        assert [r["exercise"] for r in rows] == EXERCISES, rows
+        assert all(r["result"] == "FAIL" and "not implemented yet" in r["message"] for r in rows), rows
 
 
 def test_a_detached_process_cannot_rewrite_the_results(tmp_path):
@@ -196,7 +196,7 @@ def test_a_detached_process_cannot_rewrite_the_results(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)                                   # killed (and reaped) before the CSV was written
     table = _rows(out)
-    assert [(r["exercise"], r["result"]) for r in table] == [(r[1], r[2]) for r in rows]
+    assert [(r["exercise"], r["result"]) for r in table] == [(r["exercise"], r["result"]) for r in rows]
     assert all(r["result"] == "FAIL" for r in table) and "forged" not in out.read_text()
 
 
@@ -259,3 +259,70 @@ def test_hidden_tests_run_only_in_the_grader_and_catch_an_answer_fit_to_the_visi
     rows = _results(grading.grade([path], tmp_path / "g.csv", timeout=120))
     assert rows["Sigmoid"][0] == "FAIL" and "a hidden test failed" in rows["Sigmoid"][1], rows
     assert rows["Cat"][0] == "PASS", rows
+
+
+# --- what the grader writes: identity, points, feedback, Gradescope ------------------------------
+
+VISIBILITY = {"enum": ["hidden", "after_due_date", "after_published", "visible"]}
+FORMAT = {"enum": ["text", "html", "simple_format", "md", "ansi"]}
+# results.json as Gradescope's autograder specification describes it
+# (https://gradescope-autograders.readthedocs.io/en/latest/specs/#output-format)
+GRADESCOPE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "score": {"type": "number"}, "execution_time": {"type": "number"}, "output": {"type": "string"},
+        "output_format": FORMAT, "test_output_format": FORMAT, "test_name_format": FORMAT,
+        "visibility": VISIBILITY, "stdout_visibility": VISIBILITY, "extra_data": {"type": "object"},
+        "tests": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"score": {"type": "number"}, "max_score": {"type": "number"},
+                           "status": {"enum": ["passed", "failed"]}, "name": {"type": "string"},
+                           "name_format": FORMAT, "number": {"type": "string"}, "output": {"type": "string"},
+                           "output_format": FORMAT, "tags": {"type": "array", "items": {"type": "string"}},
+                           "visibility": VISIBILITY, "extra_data": {"type": "object"}}}},
+        "leaderboard": {"type": "array", "items": {
+            "type": "object", "required": ["name", "value"],
+            "properties": {"name": {"type": "string"}, "value": {"type": ["number", "string"]},
+                           "order": {"enum": ["asc", "desc"]}}}},
+    },
+    # "score: optional, but required if not on each test case"
+    "anyOf": [{"required": ["score"]},
+              {"required": ["tests"], "properties": {"tests": {"items": {"required": ["score"]}}}}],
+}
+
+
+def test_identity_points_feedback_parallel_jobs_and_gradescope(tmp_path):
+    import json
+
+    import jsonschema
+    folder = tmp_path / "download"
+    _student(tmp_path, "x", _solve, filename="smithalice_1001_05_gradient_checking.ipynb")
+    _student(tmp_path, "x", _cheat, filename="jonesbob_1002_05_gradient_checking.ipynb")
+    (tmp_path / "submissions" / "x").rename(folder)
+    roster = tmp_path / "roster.csv"
+    roster.write_text("key,student\n1001,Alice Smith\n1002,Bob Jones\n")
+    points = tmp_path / "points.json"
+    points.write_text('{"default": 1, "Sigmoid": 3}')
+    results = tmp_path / "results.json"
+    out = tmp_path / "grades.csv"
+    assert cli.main(["grade", str(folder), "--out", str(out), "--jobs", "2", "--pattern", r"_(?P<key>\d+)_",
+                     "--roster", str(roster), "--points", str(points), "--feedback", str(tmp_path / "feedback"),
+                     "--gradescope", str(results), "--timeout", "120"]) == 0
+    table = _rows(out)
+    assert {r["student"] for r in table} == {"Alice Smith", "Bob Jones"}
+    alice = [r for r in table if r["student"] == "Alice Smith"]
+    assert [(r["exercise"], float(r["points"]), float(r["max_points"])) for r in alice] == [
+        ("numeric_gradient", 1, 1), ("Sigmoid", 3, 3), ("Cat", 1, 1)]
+    assert all(float(r["points"]) == 0 for r in table if r["student"] == "Bob Jones")
+    text = (tmp_path / "feedback" / "Bob_Jones.txt").read_text()
+    assert text.startswith("Feedback for Bob Jones: 0 of 5 points") and "not implemented yet" in text
+    assert "5 of 5 points" in (tmp_path / "feedback" / "Alice_Smith.txt").read_text()
+    report = json.loads(results.read_text())
+    jsonschema.validate(report, GRADESCOPE_SCHEMA)
+    assert report["score"] == 5 and len(report["tests"]) == 6
+    assert {t["status"] for t in report["tests"]} == {"passed", "failed"}
+    with pytest.raises(jsonschema.ValidationError):                       # the schema can fail
+        jsonschema.validate(dict(report, tests=[{"name": "x", "visibility": "always"}]), GRADESCOPE_SCHEMA)
+    with pytest.raises(ValueError, match="named group"):
+        grading.grade([folder], tmp_path / "g.csv", pattern=r"\d+")

@@ -378,14 +378,22 @@ def _add_grade_command(sub):
                    help="the instructors' course folder with checks/ (default: the repository's lessons/)")
     p.add_argument("--full", action="store_true", help="student settings instead of the fast ones "
                                                        "(TINYDENSE_LESSONS_FAST unset): much slower")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default: 1)")
+    p.add_argument("--pattern", metavar="REGEX", help="the student of a file: a group (?P<student>...), or "
+                                                     "(?P<key>...) looked up in --roster, in its path")
+    p.add_argument("--roster", metavar="CSV", help="columns key,student: who each key of --pattern is")
+    p.add_argument("--points", metavar="JSON", help='points per exercise, e.g. {"default": 1, "Conv2d": 3}')
+    p.add_argument("--feedback", metavar="DIR", help="write a feedback file per student into DIR")
+    p.add_argument("--gradescope", metavar="FILE", help="also write Gradescope's results.json to FILE")
     p.set_defaults(func=cmd_grade)
 
 
 def cmd_grade(args) -> int:
     from .tools.grade import grade
     rows = grade(args.paths, args.out, lessons=args.course, timeout=args.timeout, fast=not args.full,
-                 cell_timeout=args.cell_timeout)
-    print(f"{sum(r[2] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
+                 cell_timeout=args.cell_timeout, jobs=args.jobs, pattern=args.pattern, roster=args.roster,
+                 points=args.points, feedback=args.feedback, gradescope=args.gradescope)
+    print(f"{sum(r['result'] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
     return 0
 
 

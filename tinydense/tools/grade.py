@@ -33,9 +33,7 @@ Notebooks are read with nbformat (the ``dev`` or ``lessons`` extra).
 """
 from __future__ import annotations
 
-import csv
 import ctypes
-import io
 import hashlib
 import importlib
 import importlib.util
@@ -49,14 +47,15 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..files import write_atomic
+from . import grade_report as report
 
 STUB_TAG = "exercise-stub"
 WORKSPACE_TAG = "workspace"
-FIELDS = ("file", "exercise", "result", "message")
 PR_SET_CHILD_SUBREAPER = 36
+_CHILDREN = threading.Lock()      # starting a child and sweeping for orphans never interleave
 
 
 def default_lessons_dir():
@@ -191,6 +190,11 @@ def _become_subreaper():
 def _kill_orphans(known):
     """SIGKILL and reap every child of ours that we did not start (orphans handed to us as subreaper),
     until none is left."""
+    with _CHILDREN:
+        _sweep(known)
+
+
+def _sweep(known):
     for _ in range(100):
         strays = [pid for pid in _children_of(os.getpid()) if pid not in known]
         if not strays:
@@ -225,11 +229,11 @@ def run_child(job, course, timeout, cell_timeout, fast, known):
                **({"TINYDENSE_LESSONS_FAST": "1"} if fast else {}))
     records, lines = [], []
     try:
-        with open(folder / "output.txt", "wb") as log:
+        with open(folder / "output.txt", "wb") as log, _CHILDREN:
             proc = subprocess.Popen([sys.executable, "-m", "tinydense.tools.grade_child", "job.json", str(write_end)],
                                     cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     pass_fds=(write_end,), start_new_session=True)
-        known.add(proc.pid)
+            known.add(proc.pid)
         os.close(write_end)
         write_end = None
         reader = threading.Thread(target=lambda: lines.extend(os.fdopen(read_end, errors="replace")), daemon=True)
@@ -242,8 +246,9 @@ def run_child(job, course, timeout, cell_timeout, fast, known):
         with _ignore(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)            # the whole group, finished or not
         proc.wait()
-        known.discard(proc.pid)
-        _kill_orphans(known)
+        with _CHILDREN:
+            known.discard(proc.pid)
+            _sweep(known)
         reader.join(5)
         if why and proc.returncode not in (0, None):
             tail = (folder / "output.txt").read_text(errors="replace").strip().splitlines()[-1:]
@@ -280,7 +285,12 @@ def _verdicts(records, why, expected):
     return rows
 
 
-def grade_notebook(path, course, references, timeout, cell_timeout, fast, known, graded):
+def _workspace_beside(path):
+    """The workspace a capstone notebook is graded from: my_ops.py or student/my_ops.py beside it, or None."""
+    return next((p for p in (path.parent / "my_ops.py", path.parent / "student" / "my_ops.py") if p.is_file()), None)
+
+
+def grade_notebook(path, course, references, timeout, cell_timeout, fast, known):
     """Rows (exercise, result, message, output) for one notebook."""
     import nbformat
     try:
@@ -296,11 +306,9 @@ def grade_notebook(path, course, references, timeout, cell_timeout, fast, known,
     if module is None:
         return [("notebook", "FAIL", f"the course has no checks for lesson {stem}", "")]
     if not hasattr(checks[module], "EXERCISES"):          # the capstone: graded from the workspace
-        workspace = next((p for p in (path.parent / "my_ops.py", path.parent / "student" / "my_ops.py")
-                          if p.is_file()), None)
+        workspace = _workspace_beside(path)
         if workspace is None:
             return [("workspace", "FAIL", "no workspace (my_ops.py or student/my_ops.py) beside the notebook", "")]
-        graded.add(workspace.resolve())
         return grade_workspace(workspace, course, timeout, cell_timeout, fast, known)
     job = dict(notebook_job(nb, stem, reference), module=module)
     expected = list(checks[module].EXERCISES)
@@ -323,16 +331,24 @@ def grade_workspace(path, course, timeout, cell_timeout, fast, known):
     return _verdicts(*run_child(job, course, timeout, cell_timeout, fast, known), expected)
 
 
-def write_csv(out, rows):
-    """The CSV, written atomically (tinydense/files.py)."""
-    text = io.StringIO(newline="")
-    csv.writer(text).writerows([FIELDS] + rows)
-    write_atomic(out, text.getvalue())
+def _capstone_workspace(path, references):
+    """The workspace ``path`` is graded from if it is a capstone notebook, else None."""
+    import nbformat
+    try:
+        found = match_lesson(nbformat.read(path, as_version=4), references)
+    except Exception:
+        return None
+    return _workspace_beside(path) if found is not None and found[0].startswith("12") else None
 
 
-def grade(paths, out, lessons=None, timeout=600, fast=True, progress=print, cell_timeout=None):
-    """Grade every notebook and workspace under ``paths``; write the CSV ``out``; return the rows
-    (file, exercise, result, message)."""
+def grade(paths, out, lessons=None, timeout=600, fast=True, progress=print, cell_timeout=None, jobs=1,
+          pattern=None, roster=None, points=None, feedback=None, gradescope=None):
+    """Grade every notebook and workspace under ``paths`` (``jobs`` at a time); write the CSV ``out`` (and,
+    if asked, a feedback file per student into ``feedback`` and Gradescope's results.json ``gradescope``)
+    once every child process is gone; return the rows (dicts with the keys of report.FIELDS and output).
+    The student of a file comes from ``pattern`` (a regular expression with a group ``student``, or
+    ``key`` looked up in the ``roster`` CSV), else from the first folder below the path given."""
+    start = time.perf_counter()
     course = Path(lessons) if lessons else default_lessons_dir()
     if course is None or not (course / "checks" / "__init__.py").is_file():
         raise ValueError("grade needs the instructors' course folder (with checks/): pass --course DIR")
@@ -342,30 +358,52 @@ def grade(paths, out, lessons=None, timeout=600, fast=True, progress=print, cell
     if not 0 < cell_timeout < timeout:
         raise ValueError(f"the per-cell limit ({cell_timeout:g} s) must be positive and below the per-file "
                          f"limit ({timeout:g} s)")
+    if int(jobs) != jobs or jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1, got {jobs}")
+    if pattern is not None:
+        report.check_pattern(pattern)
+    roster = report.read_roster(roster) if roster else None
+    points = report.read_points(points) if points else None
     files = collect(paths)
     if not files:
         raise ValueError(f"no notebooks or workspaces (my_ops*.py) in {', '.join(map(str, paths))}")
     if any(f.suffix == ".ipynb" for f in files):
         require_nbformat()
-    out = Path(out)
-    if out.exists():
-        raise ValueError(f"{out} exists: choose another --out (grades are never overwritten)")
+    outputs = [Path(out)] + ([Path(gradescope)] if gradescope else [])
+    for path in outputs:
+        if path.exists():
+            raise ValueError(f"{path} exists: choose another file (grades are never overwritten)")
+    students = {f: report.identify(f, paths, pattern, roster) for f in files}
+    for f, student in students.items():
+        if student is None:
+            progress(f"warning: {f}: no student found by --pattern{' and --roster' if roster else ''}")
     references = lessons_of(course) if any(f.suffix == ".ipynb" for f in files) else []
+    load_checks(course)                      # imported once, here, before the threads of --jobs read it
+    graded = {w.resolve() for f in files if f.suffix == ".ipynb"
+              for w in [_capstone_workspace(f, references)] if w is not None}
+    files = [f for f in files if not (f.suffix == ".py" and f.resolve() in graded)]   # graded with its capstone
     _become_subreaper()
     before = set(_children_of(os.getpid()))
     known = set(before)
-    rows, graded = [], set()           # graded: workspaces a capstone notebook has graded already
-    for f in sorted(files, key=lambda f: f.suffix != ".ipynb"):
-        if f.suffix == ".py" and f.resolve() in graded:
-            continue
+
+    def one(f):
         if f.suffix == ".py":
             new = grade_workspace(f, course, timeout, cell_timeout, fast, known)
         else:
-            new = grade_notebook(f, course, references, timeout, cell_timeout, fast, known, graded)
+            new = grade_notebook(f, course, references, timeout, cell_timeout, fast, known)
         progress(f"{f}: {sum(r[1] == 'PASS' for r in new)} of {len(new)} PASS")
-        rows += [(str(f), *r[:3]) for r in new]
+        return [dict(student=students[f] or f"unknown ({f.name})", file=str(f), exercise=exercise, result=result,
+                     message=message, output=output) for exercise, result, message, output in new]
+
+    with ThreadPoolExecutor(max_workers=int(jobs)) as pool:
+        rows = [row for new in pool.map(one, files) for row in new]
     _kill_orphans(before)                    # nothing a submission started outlives the grading
-    write_csv(out, rows)
+    report.score(rows, points)
+    report.write_csv(Path(out), rows)
+    if feedback:
+        report.write_feedback(feedback, rows)
+    if gradescope:
+        report.write_json(gradescope, report.gradescope_results(rows, time.perf_counter() - start))
     return rows
 
 
