@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from .communicator import MPICommunicator, SingleProcess, launched_size
+from .nccl import NCCLCommunicator
 
 
 def create_communicator(engine="auto"):
@@ -29,7 +30,6 @@ def create_communicator(engine="auto"):
         except ImportError as error:
             raise RuntimeError(f"MPI needs mpi4py and an MPI runtime: pip install -e \".[mpi]\" ({error})") from None
     if engine == "nccl":
-        from .nccl import NCCLCommunicator
         return NCCLCommunicator()
     raise ValueError(f"unknown communicator engine {engine!r}: choose auto, mpi, nccl or single")
 
