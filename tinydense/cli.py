@@ -88,7 +88,9 @@ def _add_model_options(p, training):
                         "images; best.npz by test accuracy, and the final epoch is the one to report)")
     g.add_argument("--seed", type=int, help="seed of every random generator (default: 0)")
     g.add_argument("--device", help="cpu or cuda (default: cpu)")
-    g.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+    g.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP + " (with N processes: CORES/N each)")
+    g.add_argument("--nproc", type=int, metavar="N", help="N processes of this machine, data parallel (mpiexec -n N "
+                   "tinydense train ...; pip install -e \".[mpi]\"); the batch size stays the global batch")
     g = p.add_argument_group("files")
     g.add_argument("--data-dir", help="directory holding cifar-10-batches-py/ (default: $TINYDENSE_DATA, else, "
                                       "with --resume, the run's, else data/)")
@@ -183,22 +185,29 @@ def _schedule(c) -> str:
 
 
 def cmd_train(args) -> int:
+    from .training.distributed import on_processes
+    return on_processes(args.nproc, args.argv, lambda comm: _train(args, comm))
+
+
+def _train(args, comm) -> int:
     from .tools.plots import plot_curves
     from .text import plural
     from .threads import blas_threads, load_average, set_blas_threads
     from .training import Trainer, make_config, run_name
+    from .training.distributed import DistributedTrainer
     from .training.sharing import oversubscription, other_runs
     if args.out is not None and not args.out.strip():
         raise ValueError("--out is empty: give a run directory, or leave --out out for runs/<model>-...")
     download = _download(args)
-    if args.threads is not None:
-        set_blas_threads(args.threads)
+    if args.threads is not None or comm.size > 1:     # N processes share the cores
+        set_blas_threads(max(1, (os.cpu_count() or 1) // comm.size) if args.threads is None else args.threads)
     options = {k: getattr(args, k) for k in CONFIG_OPTIONS}
+    files = dict(resume=args.resume, data_dir=args.data_dir, download=download, progress=not args.no_progress,
+                 exist_ok=args.out_exists_ok)
     if args.no_augment:
         options["augment"] = False
     out = Path(args.out) if args.out else Path("runs") / run_name(make_config(**options))
-    trainer = Trainer(options, out, resume=args.resume, data_dir=args.data_dir,
-                      download=download, progress=not args.no_progress, exist_ok=args.out_exists_ok)
+    trainer = (Trainer(options, out, **files) if comm.size == 1 else DistributedTrainer(options, out, comm, **files))
     c = trainer.config
     n_params = sum(p.size for p in trainer.model.parameters())
     val = (f", {len(trainer.val_set)} of them held out for validation (--val-split)"
@@ -214,7 +223,7 @@ def cmd_train(args) -> int:
     print(f"recipe: {plural(c['epochs'], 'epoch')}, batch {c['batch_size']}, {_schedule(c)}, momentum "
           f"{c['momentum']:g}{' (Nesterov)' if c['nesterov'] else ''}, weight decay {c['weight_decay']:g}, "
           f"augmentation {'on' if c['augment'] else 'off'}, seed {c['seed']}; writing to {out}", flush=True)
-    if c["device"] == "cpu":
+    if c["device"] == "cpu" and comm.rank == 0:
         warning = oversubscription(threads, os.cpu_count(), other_runs(), load_average())
         if warning:
             print(warning, file=sys.stderr, flush=True)
@@ -223,7 +232,8 @@ def cmd_train(args) -> int:
         print(f"tinydense: interrupted; continue with: tinydense train --out {out} --resume", file=sys.stderr)
         signum = trainer.stop_signal
         return EXIT_INTERRUPTED if signum in (None, signal.SIGINT) else 128 + signum
-    plot_curves(trainer.metrics_path, out / "curves.png", title=run_name(c))
+    if comm.rank == 0:
+        plot_curves(trainer.metrics_path, out / "curves.png", title=run_name(c))
     history = trainer.history
     if history:
         final = history[-1]
@@ -356,23 +366,34 @@ def cmd_gradcheck(args) -> int:
 
 def _add_grade_command(sub):
     p = sub.add_parser("grade", help="run students' lesson notebooks and workspaces, write a CSV of verdicts",
-                       description="Execute each notebook (its own cells, with the instructors' exercise checks) "
-                                   "and check each workspace (my_ops*.py) in a child process with a time limit; "
+                       description="Run each notebook's exercise stub cells and each workspace (my_ops*.py) in a fresh "
+                                   "process with time limits, check them with the instructors' checks; "
                                    "write one CSV row per exercise: file, exercise, PASS/FAIL, message.")
     p.add_argument("paths", nargs="+", metavar="NOTEBOOK_OR_DIR", help="notebooks, workspaces or directories")
     p.add_argument("--out", default="grades.csv", help="the CSV to write (default: grades.csv; never overwritten)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per file (default: 600)")
-    p.add_argument("--lessons", metavar="DIR", help="the instructors' lessons folder with exercises.py "
-                                                    "(default: the repository's lessons/)")
+    p.add_argument("--cell-timeout", type=float, help="seconds per cell and per check, below --timeout "
+                                                      "(default: 120, or half of --timeout)")
+    p.add_argument("--course", "--lessons", metavar="DIR", dest="course",
+                   help="the instructors' course folder with checks/ (default: the repository's lessons/)")
     p.add_argument("--full", action="store_true", help="student settings instead of the fast ones "
                                                        "(TINYDENSE_LESSONS_FAST unset): much slower")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default: 1)")
+    p.add_argument("--pattern", metavar="REGEX", help="the student of a file: a group (?P<student>...), or "
+                                                     "(?P<key>...) looked up in --roster, in its path")
+    p.add_argument("--roster", metavar="CSV", help="columns key,student: who each key of --pattern is")
+    p.add_argument("--points", metavar="JSON", help='points per exercise, e.g. {"default": 1, "Conv2d": 3}')
+    p.add_argument("--feedback", metavar="DIR", help="write a feedback file per student into DIR")
+    p.add_argument("--gradescope", metavar="FILE", help="also write Gradescope's results.json to FILE")
     p.set_defaults(func=cmd_grade)
 
 
 def cmd_grade(args) -> int:
     from .tools.grade import grade
-    rows = grade(args.paths, args.out, lessons=args.lessons, timeout=args.timeout, fast=not args.full)
-    print(f"{sum(r[2] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
+    rows = grade(args.paths, args.out, lessons=args.course, timeout=args.timeout, fast=not args.full,
+                 cell_timeout=args.cell_timeout, jobs=args.jobs, pattern=args.pattern, roster=args.roster,
+                 points=args.points, feedback=args.feedback, gradescope=args.gradescope)
+    print(f"{sum(r['result'] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
     return 0
 
 
@@ -429,6 +450,7 @@ def cmd_compare(args) -> int:
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     from .training import TrainingDiverged
     try:
         return args.func(args)

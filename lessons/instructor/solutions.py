@@ -247,3 +247,13 @@ class Recompute(Function):
         inputs = [td.Tensor(a, requires_grad=need) for a, need in zip(self.arrays, self.needs_grad)]
         self.fn(*inputs, recompute=True).backward(g)
         return tuple(x.grad if need else None for x, need in zip(inputs, self.needs_grad))
+
+
+# --- data parallelism (lesson 13): in solutions_data_parallel.py ----------------------
+_spec = importlib.util.spec_from_file_location("solutions_data_parallel",
+                                               Path(__file__).with_name("solutions_data_parallel.py"))
+_data_parallel = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_data_parallel)
+combine_statistics, average_gradients, ring_allreduce = (_data_parallel.combine_statistics,
+                                                         _data_parallel.average_gradients,
+                                                         _data_parallel.ring_allreduce)

@@ -38,6 +38,7 @@ class DataLoader:
         self.std = np.ones(channels, np.float32) if std is None else np.asarray(std, np.float32)
         self.device = backend.check_device(device)
         self.generator = np.random.default_rng(seed)
+        self.share = None    # data parallelism: positions of a batch -> the ones this process reads
 
     def __len__(self):
         """The number of batches per epoch."""
@@ -54,11 +55,14 @@ class DataLoader:
         if self.augment:
             offsets, flips = draw_crop_flip(self.generator, n, self.padding)
         for start in range(start_batch * self.batch_size, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+            positions = np.arange(start, min(start + self.batch_size, n))
+            if self.share is not None:         # this process's part of the batch (tinydense.distributed.shard)
+                positions = self.share(positions)
+            idx = order[positions]
             images = backend.to_device(self.dataset.images[idx], self.device)
             x = normalize(images, self.mean, self.std)
             if self.augment:
-                x = crop_flip(x, offsets[start:start + len(idx)], flips[start:start + len(idx)], self.padding)
+                x = crop_flip(x, offsets[positions], flips[positions], self.padding)
             y = backend.to_device(self.dataset.labels[idx], self.device)
             yield Tensor(x), Tensor(y)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import memory
 from ..autograd import Function, Tensor, is_grad_enabled
-from . import parallel
+from . import parallel, stats_reducer
 from .bn_relu_fold import (ReluAffine, batch_norm_affine, batch_norm_grads, conv1x1_backward, conv1x1_forward,
                            statistics_backward)
 from .channel_major import (as_matrix, centre_rows_threaded, channel_major, chunk_scratch, chunk_width, chunks,
@@ -37,7 +37,8 @@ class BatchNormReLUConv1x1(Function):
                 v = memory.scratch(xr.shape, x.dtype, like=x)
                 mean, var = centre_rows_threaded(xr, out=v)
                 if running_mean is not None:
-                    update_running_statistics(running_mean, running_var, mean, var, xr.shape[1], momentum)
+                    update_running_statistics(running_mean, running_var, mean, var,
+                                              stats_reducer.global_count(xr.shape[1]), momentum)
                 mean = mean.astype(x.dtype)
             s, t, to_xhat = batch_norm_affine(bn_weight, bn_bias, running_mean, running_var, eps, training, var)
             affine = ReluAffine(s, t)
@@ -57,7 +58,8 @@ class BatchNormReLUConv1x1(Function):
             gw, *sums = conv1x1_backward(self.affine, xr, self.conv_weight, as_matrix(channel_major(g)),
                                          dv=as_matrix(dx), mean=mean, pool_width=self.pool_width)
             if mean is not None:        # dx holds dL/dv, v = x - mean: through the batch statistics
-                sum_d, sum_dv = self.affine.dv_sums(sums)
+                sum_d, sum_dv = stats_reducer.global_sums(*self.affine.dv_sums(sums))   # the whole batch's
+                count = stats_reducer.global_count(xr.shape[1])
                 invstd = self.to_xhat[1]
                 ranges = parallel.split(xr.shape[1])
                 V = [chunk_scratch(xr, chunk_width()) for _ in ranges]
@@ -65,7 +67,7 @@ class BatchNormReLUConv1x1(Function):
                 def part(i, lo, hi):
                     for a, b in chunks(lo, hi):
                         statistics_backward(as_matrix(dx)[:, a:b], column_slice(xr, a, b, mean, V[i]),
-                                            (sum_d, invstd * invstd * sum_dv), xr.shape[1])
+                                            (sum_d, invstd * invstd * sum_dv), count)
 
                 parallel.parallel(part, ranges)
         gweight, gbias = batch_norm_grads(sums, self.to_xhat)

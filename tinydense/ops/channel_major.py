@@ -16,7 +16,7 @@ float64 temporary of the input's size).
 from __future__ import annotations
 
 from .. import backend, memory
-from . import parallel
+from . import parallel, stats_reducer
 
 
 def per_row(vector):
@@ -71,10 +71,22 @@ def centre_rows(x, out):
 
 
 def centre_rows_threaded(x, out):
-    """``centre_rows``, the rows shared among the threads (ops/parallel.py)."""
+    """``centre_rows``, the rows shared among the threads (ops/parallel.py); the whole batch's
+    with synchronized batch norm (``whole_batch_rows``)."""
     xp = backend.get_array_module(x)
     parts = parallel.parallel(lambda i, lo, hi: centre_rows(x[lo:hi], out[lo:hi]), parallel.split(x.shape[0]))
-    return tuple(xp.concatenate(values) for values in zip(*parts))
+    return whole_batch_rows(x.shape[1], *(xp.concatenate(values) for values in zip(*parts)), out)
+
+
+def whole_batch_rows(count, mean, var, centred):
+    """With synchronized batch norm (ops/stats_reducer.py, data parallelism): the mean and variance
+    of the whole batch across the processes, and ``centred`` (x less this shard's ``mean``) made
+    x less the whole batch's mean, in place. Otherwise (mean, var) as they are."""
+    if not stats_reducer.synchronized():
+        return mean, var
+    _, mean_all, var_all = stats_reducer.global_statistics(count, mean, var)
+    centred -= per_row((mean_all - mean).astype(centred.dtype))
+    return mean_all, var_all
 
 
 def column_slice(v, lo, hi, mean=None, out=None):

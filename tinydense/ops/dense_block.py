@@ -52,10 +52,10 @@ from typing import NamedTuple
 
 from .. import backend, memory
 from ..autograd import Function, Tensor, is_grad_enabled
-from . import parallel
+from . import parallel, stats_reducer
 from .bn_relu_fold import (ReluAffine, batch_norm_affine, batch_norm_grads, can_fold, conv1x1_backward,
                            conv1x1_forward, statistics_backward)
-from .channel_major import as_matrix, centre_rows, centre_rows_threaded, column_slice
+from .channel_major import as_matrix, centre_rows, centre_rows_threaded, column_slice, whole_batch_rows
 from .conv import Conv2d
 from .dropout import keep_scale
 from .norm import check_batch_norm_args, update_running_statistics
@@ -197,12 +197,15 @@ class FusedDenseBlock(Function):
         R = G[lo:hi].size // (hi - lo)
         ranges = parallel.split(hi - lo)
         scratch = [memory.scratch((b - a, R), G.dtype, like=G) for a, b in ranges] if totals is not None else None
+        if totals is not None:     # complete for these channels: over the whole batch (ops/stats_reducer.py)
+            totals[0][lo:hi], totals[1][lo:hi] = stats_reducer.global_sums(totals[0][lo:hi], totals[1][lo:hi])
+        count = stats_reducer.global_count(R)
 
         def part(i, a, b):
             a, b = lo + a, lo + b
             if totals is not None:
                 v = column_slice(as_matrix(self.X[a:b]), 0, R, self.stats.mean_of(a, b, G.dtype), scratch[i])
-                statistics_backward(as_matrix(G[a:b]), v, (totals[0][a:b], totals[1][a:b]), R)
+                statistics_backward(as_matrix(G[a:b]), v, (totals[0][a:b], totals[1][a:b]), count)
             G[a:b] += g[:, a:b].transpose(1, 0, 2, 3)
 
         parallel.parallel(part, ranges)
@@ -215,7 +218,7 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
     (channels) for batch norm's statistics."""
     training = stats is not None
     _, N, H, W = X.shape
-    R = N * H * W
+    R = stats_reducer.global_count(N * H * W)         # values per channel in the whole batch (every process's)
     norm1 = spec.norms[0]
     if training:   # the batch statistics are the block's, made when the channels were written
         update_running_statistics(norm1.running_mean, norm1.running_var, stats.mean[:c], stats.var[:c], R,
@@ -239,21 +242,29 @@ def _layer_forward(X, V, c, spec, ws, stats, keep):
         folded2 = can_fold(weight2)         # s2 = weight2 * invstd2 > 0 where weight2 > 0: known before the statistics
         E = memory.scratch(bottleneck.shape, X.dtype, like=X)
         b = as_matrix(bottleneck)
+        synchronized = training and stats_reducer.synchronized()   # then conv2's input waits for the whole batch
 
         def bn2(i, lo, hi):
             """Channels lo..hi-1 of the bottleneck: dropout, centred in place (training), conv2's input."""
             if drop_bottleneck is not None:
                 bottleneck[lo:hi] *= drop_bottleneck.transpose(1, 0, 2, 3)[lo:hi]
             stats2 = centre_rows(b[lo:hi], out=b[lo:hi]) if training else (None, None)
-            s2, t2, _ = batch_norm_affine(weight2[lo:hi], bias2[lo:hi], norm2.running_mean[lo:hi],
-                                          norm2.running_var[lo:hi], norm2.eps, training, stats2[1])
-            ReluAffine(s2, t2, folded2).shifted_inputs(b[lo:hi], out=as_matrix(E)[lo:hi])
+            if not synchronized:
+                conv2_input(lo, hi, stats2[1])
             return stats2
+
+        def conv2_input(lo, hi, var2):
+            s2, t2, _ = batch_norm_affine(weight2[lo:hi], bias2[lo:hi], norm2.running_mean[lo:hi],
+                                          norm2.running_var[lo:hi], norm2.eps, training, var2)
+            ReluAffine(s2, t2, folded2).shifted_inputs(b[lo:hi], out=as_matrix(E)[lo:hi])
 
         parts = parallel.parallel(bn2, parallel.split(bottleneck.shape[0]))
         var2 = None
         if training:
             mean2, var2 = (backend.get_array_module(b).concatenate(v) for v in zip(*parts))
+            if synchronized:
+                mean2, var2 = whole_batch_rows(N * H * W, mean2, var2, b)
+                parallel.parallel(lambda i, lo, hi: conv2_input(lo, hi, var2[lo:hi]), parallel.split(b.shape[0]))
             update_running_statistics(norm2.running_mean, norm2.running_var, mean2, var2, R, norm2.momentum)
         s2, t2, to_xhat2 = batch_norm_affine(weight2, bias2, norm2.running_mean, norm2.running_var, norm2.eps,
                                              training, var2)
@@ -335,6 +346,8 @@ def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
         gw2_parts, sum_parts = zip(*parallel.parallel(images, saved.image_ranges))
         du2 = a2.du_sums(tuple(sum(s_) for s_ in zip(*sum_parts)))
         sum_d2, sum_dv2 = a2.dv_sums(du2)
+        if stats is not None:                  # over the whole batch (data parallelism: ops/stats_reducer.py)
+            sum_d2, sum_dv2 = stats_reducer.global_sums(sum_d2, sum_dv2)
         invstd2 = saved.to_xhat2[1]
 
         def to_db(i, lo, hi):
@@ -342,7 +355,8 @@ def _layer_backward(G, X, c, spec, ws, saved, stats, totals, first):
             d = as_matrix(d2)[lo:hi]
             a2.slice_rows(lo, hi).to_dv(d)
             if stats is not None:
-                statistics_backward(d, bh[lo:hi], (sum_d2[lo:hi], (invstd2 * invstd2 * sum_dv2)[lo:hi]), R)
+                statistics_backward(d, bh[lo:hi], (sum_d2[lo:hi], (invstd2 * invstd2 * sum_dv2)[lo:hi]),
+                                    stats_reducer.global_count(R))
             if drop_bottleneck is not None:
                 d2[lo:hi] *= drop_bottleneck.transpose(1, 0, 2, 3)[lo:hi]
 

@@ -21,6 +21,11 @@ vectors are float64; the arrays stay in x's dtype. The fused ops of the
 memory-efficient DenseNet (ops/bn_relu.py, ops/dense_block.py) compute the same
 statistics on their own layout (ops/channel_major.py) and share this op's
 ``inverse_std``, ``update_running_statistics`` and ``check_batch_norm_args``.
+
+Synchronized batch norm (data parallelism, tinydense/distributed/): when several processes
+each hold a shard of the batch, the count, mean and variance (forward) and sum g, sum g * xhat
+(backward) are those of the whole batch, through ops/stats_reducer.py; dweight and dbias stay
+this shard's sums (the ranks average them with every other gradient).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import math
 
 from .. import backend
 from ..autograd import Function, Tensor
+from . import stats_reducer
 
 
 def _stat_axes(x):
@@ -101,6 +107,9 @@ class BatchNorm(Function):
         M = x.size // x.shape[1]
         if training:
             mean, var, centred = batch_statistics(x, axes)
+            if stats_reducer.synchronized():     # the whole batch's, over every process (tinydense.distributed)
+                M, mean, var = stats_reducer.global_statistics(M, mean, var)
+                centred = xp.subtract(x, _per_channel(mean.astype(x.dtype), x.ndim), out=centred)
             if running_mean is not None:
                 update_running_statistics(running_mean, running_var, mean, var, M, momentum)
         else:
@@ -123,8 +132,9 @@ class BatchNorm(Function):
         if self.needs_grad[0]:
             if self.training:
                 M = g.dtype.type(self.M)
-                gx = _per_channel(scale / M, nd) * (M * g - _per_channel(sum_g, nd)
-                                                    - xhat * _per_channel(sum_g_xhat, nd))
+                all_g, all_g_xhat = stats_reducer.global_sums(sum_g, sum_g_xhat)   # the whole batch's
+                gx = _per_channel(scale / M, nd) * (M * g - _per_channel(all_g, nd)
+                                                    - xhat * _per_channel(all_g_xhat, nd))
             else:
                 gx = g * _per_channel(scale, nd)
         if self.weight is None:

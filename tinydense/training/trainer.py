@@ -205,11 +205,7 @@ class Trainer:
         handlers = stop_on_signals(self)
         wrote_config = False
         try:
-            removed = remove_stale_temp_files(self.out)
-            if removed:
-                self.log(f"removed {len(removed)} temporary file(s) left in {self.out} by interrupted writes")
-            runfiles.write_config(self.config_path, self.config, self.data_dir, self._intact(),
-                                  threads=blas_threads())
+            self._write_start_files()
             wrote_config = True
             if self.resume:
                 self._start_resumed()
@@ -224,6 +220,14 @@ class Trainer:
         finally:
             restore_handlers(handlers)
             self.lock.release()
+
+    def _write_start_files(self) -> None:
+        """Remove what interrupted writes left, and write config.json."""
+        removed = remove_stale_temp_files(self.out)
+        if removed:
+            self.log(f"removed {len(removed)} temporary file(s) left in {self.out} by interrupted writes")
+        runfiles.write_config(self.config_path, self.config, self.data_dir, self._intact(),
+                              threads=blas_threads())
 
     def _take_directory(self) -> None:
         """Make and lock the directory, and check that it is still as it was checked."""
