@@ -57,7 +57,7 @@ def check_sgd_step(fn):
                 raise Failure(f"p differs from tinydense's SGD after step {step} {where} (largest difference "
                               f"{np.abs(p - ref.data).max():.3g}). Check the order of the four updates (weight "
                               f"decay into g, the momentum buffer, the Nesterov look-ahead, the step) against "
-                              f"lesson 8, section 3 (\"Model, loss and optimiser\") and tinydense/optim.py.")
+                              f"lesson 8, section 3 (\"Model, loss and optimiser\") and tinydense/optim/sgd.py.")
         return "the same parameters as tinydense's SGD (Nesterov, weight decay) over 3 steps, twice."
     return verdict("SGD step", getattr(fn, "__name__", "sgd_step"), run)
 
