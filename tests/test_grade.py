@@ -326,3 +326,12 @@ def test_identity_points_feedback_parallel_jobs_and_gradescope(tmp_path):
         jsonschema.validate(dict(report, tests=[{"name": "x", "visibility": "always"}]), GRADESCOPE_SCHEMA)
     with pytest.raises(ValueError, match="named group"):
         grading.grade([folder], tmp_path / "g.csv", pattern=r"\d+")
+
+
+def test_a_verdict_written_into_the_grader_s_pipe_fails_the_whole_submission(tmp_path):
+    def forge(nb):               # the descriptor is in the child's argv: write a PASS into it
+        T_record = '{"exercise": "Sigmoid", "result": "PASS", "message": "forged"}\\n'
+        cell = _stub(nb, "Sigmoid")
+        cell.source += f"\nimport os, sys\nos.write(int(sys.argv[2]), b'{T_record}')"
+    rows = grading.grade([_student(tmp_path, "mallory", forge)], tmp_path / "g.csv", timeout=120)
+    assert all(r["result"] == "FAIL" and "verdict channel was written to" in r["message"] for r in rows), rows

@@ -55,8 +55,9 @@ def check_sgd_step(fn):
                     raise Failure(f"after the first step p is p - lr * (g + wd * p) {where}: that is SGD "
                                   f"without the Nesterov look-ahead; the step is d = g + momentum * buffer.")
                 raise Failure(f"p differs from tinydense's SGD after step {step} {where} (largest difference "
-                              f"{np.abs(p - ref.data).max():.3g}). Order: g += wd * p; buffer = g on the "
-                              f"first step, else momentum * buffer + g; d = g + momentum * buffer; p -= lr * d.")
+                              f"{np.abs(p - ref.data).max():.3g}). Check the order of the four updates (weight "
+                              f"decay into g, the momentum buffer, the Nesterov look-ahead, the step) against "
+                              f"lesson 8, section 3 (\"Model, loss and optimiser\") and tinydense/optim/sgd.py.")
         return "the same parameters as tinydense's SGD (Nesterov, weight decay) over 3 steps, twice."
     return verdict("SGD step", getattr(fn, "__name__", "sgd_step"), run)
 
@@ -79,8 +80,8 @@ def check_paper_schedule(fn):
                 continue
             first = next(e for e in range(epochs) if not np.isclose(got[e], want[e], rtol=1e-12))
             raise Failure(f"{epochs} epochs: epoch {first} (counting from 0) should train at {want[first]:g}, "
-                          f"yours says {got[first]:g}. The divisions happen at epochs {milestones} "
-                          f"(epochs // 2 and 3 * epochs // 4, at least 1).")
+                          f"yours says {got[first]:g}: the rate is divided by 10 at 50% and at 75% of the "
+                          f"epochs, each rounded down (never before epoch 1); here at epochs {milestones}.")
         return "the paper's schedule for 300, 40, 7 and 3 epochs."
     return verdict("learning-rate schedule", getattr(fn, "__name__", "paper_schedule"), run)
 

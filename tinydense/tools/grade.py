@@ -29,10 +29,13 @@ to the pipe's descriptor); it shares that process with the checks. For high
 stakes run the grader as an unprivileged user in a container (as
 Gradescope's autograder does) and read the feedback of outliers.
 
-Notebooks are read with nbformat (the ``dev`` or ``lessons`` extra).
+Notebooks are read with nbformat (the ``dev`` or ``lessons`` extra). About 400 lines: the
+threat model and the process handling that enforces it stay together in one file; the child's
+side is ``grade_child.py``, the outputs ``grade_report.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib
@@ -200,21 +203,10 @@ def _sweep(known):
         if not strays:
             return
         for pid in strays:
-            with _ignore(ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            with _ignore(ChildProcessError):
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-
-
-class _ignore:
-    def __init__(self, *errors):
-        self.errors = errors
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, self.errors)
 
 
 def run_child(job, course, timeout, cell_timeout, fast, known):
@@ -243,7 +235,7 @@ def run_child(job, course, timeout, cell_timeout, fast, known):
             why = None if proc.returncode == 0 else f"the grading process ended with status {proc.returncode}"
         except subprocess.TimeoutExpired:
             why = f"the submission did not finish within {timeout:g} s (killed)"
-        with _ignore(ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)            # the whole group, finished or not
         proc.wait()
         with _CHILDREN:
@@ -258,7 +250,7 @@ def run_child(job, course, timeout, cell_timeout, fast, known):
             os.close(write_end)
         shutil.rmtree(folder, ignore_errors=True)
     for line in lines:
-        with _ignore(ValueError):
+        with contextlib.suppress(ValueError):
             record = json.loads(line)
             if isinstance(record, dict) and {"exercise", "result", "message"} <= set(record):
                 records.append(record)

@@ -205,8 +205,10 @@ def run_checks(job, namespace, exercises, hidden, write):
         elif hits:
             ok, message = False, (f"copied: your {name} calls tinydense's own {', '.join(sorted(hits))}; "
                                   f"write the computation yourself")
+        printed = "".join(line for line in out.getvalue().splitlines(keepends=True)   # the checks' own verdicts
+                          if not line.startswith(("PASS ", "FAIL ", "  hint: ", "  where to look: ")))
         write(dict(record, result="PASS" if ok else "FAIL", message=" ".join(str(message).split()),
-                   output=out.getvalue()[-4000:]))
+                   output=printed[-4000:]))
 
 
 def compare(job, namespace, checks):
