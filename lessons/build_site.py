@@ -177,10 +177,11 @@ def build(out=DEFAULT_OUT, only=(), full=False) -> Path:
             os.environ.update(saved)
         if out.exists():
             shutil.rmtree(out)
-        status = build_main(["-b", "html", "-q", "-E", "-c", str(CONF), "-d", str(scratch / "doctrees"),
+        status = build_main(["-b", "html", "-q", "-E", "-W", "--keep-going", "-c", str(CONF), "-d", str(scratch / "doctrees"),
                              str(srcdir), str(out)])
         if status:
-            raise RuntimeError(f"sphinx-build failed (exit {status}); its messages are above")
+            raise RuntimeError(f"sphinx-build failed (exit {status}): a warning above (a broken link, "
+                               "a missing file) or an error")
     (out / "index.html").write_text(          # GitHub Pages and http.server open index.html
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         '<meta http-equiv="refresh" content="0; url=README.html"><title>tinydense course</title></head>'

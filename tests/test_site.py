@@ -133,8 +133,10 @@ def _typeset(browser):
                     document.querySelectorAll('.MathJax_Error, merror').length];
         };
         if (!document.querySelector('.math.notranslate')) { done(count()); return; }
+        const start = Date.now();          // MathJax that never loads: report what is there
         const wait = () => (window.MathJax && MathJax.Hub && MathJax.Hub.Queue)
-            ? MathJax.Hub.Queue(() => done(count())) : setTimeout(wait, 50);
+            ? MathJax.Hub.Queue(() => done(count()))
+            : (Date.now() - start > 20000 ? done(count()) : setTimeout(wait, 50));
         wait();""")
 
 
@@ -154,6 +156,10 @@ def test_every_page_renders_math_and_images_and_every_link_works(site, browser):
         browser.get(url)
         page = browser.current_url.split("#")[0]               # index.html redirects
         assert page.startswith(base), f"{url} left the site for {page}"
+        outside = browser.execute_script("""return [...document.querySelectorAll(
+            'script[src], link[href]:not([rel=canonical]), img[src], iframe[src], source[src]')]
+            .map(e => e.src || e.href).filter(u => !u.startsWith(arguments[0]));""", base)
+        assert not outside, f"{page} loads files from elsewhere: {outside}"
         formulas, typeset, errors = _typeset(browser)
         assert typeset == formulas and errors == 0, (
             f"{page}: {formulas} formulas, {typeset} typeset by MathJax, {errors} errors")
