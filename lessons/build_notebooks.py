@@ -25,10 +25,14 @@ tagged ``workspace``). Edit the source, then run
     python lessons/build_notebooks.py --workspace [FILE]
                                                    # your workspace (default lessons/student/my_ops.py),
                                                    # from the template; never overwrites a file
-    python lessons/build_notebooks.py --student OUT
+    python lessons/build_notebooks.py --student OUT [--nbgrader]
                                                    # the student release: notebooks without cells tagged
-                                                   # solution or answer-key, the checkers (exercises*.py), the template,
+                                                   # solution or answer-key, the checkers (checks/), the template,
                                                    # the fixtures the DenseNet-building lesson reads; no instructor files
+                                                   # (--nbgrader: with nbgrader's cell metadata)
+    python lessons/build_notebooks.py --autograder OUT.zip
+                                                   # Gradescope's autograder: setup.sh, run_autograder,
+                                                   # the package and the instructors' lessons
     python lessons/build_notebooks.py --time [--solved] [NN ...]
                                                    # run notebooks at student settings, one at a time,
                                                    # and print how long each took (--solved: with the
@@ -49,6 +53,7 @@ import nbformat
 LESSONS = Path(__file__).resolve().parent
 SOURCES = LESSONS / "source"
 TEMPLATE = LESSONS / "my_ops_template.py"
+CHECKS = LESSONS / "checks"
 WORKSPACE = LESSONS / "student" / "my_ops.py"
 STRIPPED_TAGS = ("solution", "answer-key")      # cells the student release leaves out
 FIXTURES = LESSONS.parent / "tests" / "fixtures"
@@ -60,8 +65,9 @@ is given, and its backward pass raises NotImplementedError until you write it
 (paste your answer from the lesson, or write it here). Keep the class names and
 the forward passes as they are.
 
-    check one op:      from exercises import check_conv2d; check_conv2d(my_ops.Conv2d)
-    check all of them: from exercises import check_workspace; check_workspace(my_ops)
+    check one op:      from checks.l02_convolution import check_conv2d; check_conv2d(my_ops.Conv2d)
+    check all of them: from checks.l12_build_your_own_densenet import check_workspace
+                       check_workspace(my_ops)
     run tinydense on them (the capstone lesson):
                        with td.ops.override(my_ops): ...
     grade the file:    tinydense grade student/my_ops.py
@@ -171,15 +177,68 @@ def make_workspace(path=WORKSPACE) -> Path:
     return path
 
 
-def student_notebook(source: Path) -> nbformat.NotebookNode:
-    """The notebook as students get it: without the cells tagged solution or answer-key."""
-    nb = build(source)
-    nb.cells = [c for c in nb.cells if not set(c.get("metadata", {}).get("tags", [])) & set(STRIPPED_TAGS)]
+def _add_nbgrader_metadata(nb, points=1):
+    """nbgrader's cell metadata: each exercise stub a solution cell the student writes, each check an
+    autograded test cell (locked, ``points``) that raises when its verdict is FAIL."""
+    name = None
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "exercise-stub" in tags:
+            name = re.search(r"^(?:class|def) (\w+)\(", cell.source, re.MULTILINE).group(1)
+            cell.metadata["nbgrader"] = {"grade": False, "solution": True, "locked": False, "grade_id": name,
+                                         "schema_version": 3}
+        elif "exercise-check" in tags:
+            cell.source = f"passed_check, _, _ = {cell.source.strip()}\nassert passed_check, 'FAIL: see the line above'"
+            cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": points,
+                                         "grade_id": f"check_{name}", "schema_version": 3}
     return nb
 
 
-def write_student_release(out) -> list:
-    """Write the student release into the new (or empty) directory ``out``; returns the files."""
+def student_notebook(source: Path, nbgrader=False) -> nbformat.NotebookNode:
+    """The notebook as students get it: without the cells tagged solution or answer-key (with nbgrader's
+    cell metadata when ``nbgrader``)."""
+    nb = build(source)
+    nb.cells = [c for c in nb.cells if not set(c.get("metadata", {}).get("tags", [])) & set(STRIPPED_TAGS)]
+    return _add_nbgrader_metadata(nb) if nbgrader else nb
+
+
+def write_autograder_zip(out) -> Path:
+    """Gradescope's autograder zip: setup.sh (installs tinydense from the copy inside), run_autograder
+    (grades /autograder/submission with the instructors' course, writes /autograder/results/results.json)
+    and source/: the package and the instructors' lessons (checks, hidden tests, reference notebooks)."""
+    import zipfile
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"{out} exists: choose another file")
+    root = LESSONS.parent
+    skip = lambda p: "__pycache__" in p.parts or ".ipynb_checkpoints" in p.parts  # noqa: E731
+    setup = ("#!/usr/bin/env bash\nset -euo pipefail\n"
+             "apt-get install -y python3 python3-pip\n"
+             "pip3 install /autograder/source/package nbformat\n")
+    run = ("#!/usr/bin/env bash\n"
+           "# one submission: its notebooks and my_ops*.py are in /autograder/submission\n"
+           "cd /autograder/source\n"
+           "python3 -m tinydense grade /autograder/submission --course /autograder/source/course \\\n"
+           "    --out /tmp/grades.csv --gradescope /autograder/results/results.json --jobs 2\n")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in (("setup.sh", setup), ("run_autograder", run)):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o755 << 16              # executable
+            zf.writestr(info, text)
+        for path in sorted((root / "tinydense").rglob("*")):
+            if path.is_file() and not skip(path):
+                zf.write(path, f"package/{path.relative_to(root)}")
+        for name in ("pyproject.toml", "README.md"):
+            zf.write(root / name, f"package/{name}")
+        for path in sorted(LESSONS.rglob("*")):
+            if path.is_file() and not skip(path) and "student" not in path.relative_to(LESSONS).parts:
+                zf.write(path, f"course/{path.relative_to(LESSONS)}")
+    return out
+
+
+def write_student_release(out, nbgrader=False) -> list:
+    """Write the student release into the new (or empty) directory ``out``; returns the files.
+    With ``nbgrader``, the notebooks carry nbgrader's cell metadata."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty: the student release goes into a new or empty directory")
@@ -187,11 +246,14 @@ def write_student_release(out) -> list:
     written = []
     for source in sorted(SOURCES.glob("[0-9][0-9]_*.py")):
         target = out / f"{source.stem}.ipynb"
-        target.write_text(nbformat.writes(student_notebook(source)) + "\n")
+        target.write_text(nbformat.writes(student_notebook(source, nbgrader)) + "\n")
         written.append(target)
-    for name in [p.name for p in sorted(LESSONS.glob("exercises*.py"))] + ["README.md"]:   # the checkers
-        shutil.copyfile(LESSONS / name, out / name)
-        written.append(out / name)
+    (out / CHECKS.name).mkdir()
+    for checks in sorted(CHECKS.glob("*.py")):                          # the checkers, one module a lesson
+        shutil.copyfile(checks, out / CHECKS.name / checks.name)
+        written.append(out / CHECKS.name / checks.name)
+    shutil.copyfile(LESSONS / "README.md", out / "README.md")
+    written.append(out / "README.md")
     (out / TEMPLATE.name).write_text(render_template())
     written.append(out / TEMPLATE.name)
     (out / "fixtures").mkdir()
@@ -239,11 +301,19 @@ def main(argv=None) -> int:
         make_workspace(argv[1] if len(argv) > 1 else WORKSPACE)
         return 0
     if argv[:1] == ["--student"]:
-        if len(argv) != 2:
-            print("usage: python lessons/build_notebooks.py --student OUT")
+        nbgrader = "--nbgrader" in argv
+        rest = [a for a in argv[1:] if a != "--nbgrader"]
+        if len(rest) != 1:
+            print("usage: python lessons/build_notebooks.py --student OUT [--nbgrader]")
             return 2
-        files = write_student_release(argv[1])
-        print(f"wrote the student release to {argv[1]}: {len(files)} files")
+        files = write_student_release(rest[0], nbgrader)
+        print(f"wrote the student release to {rest[0]}: {len(files)} files")
+        return 0
+    if argv[:1] == ["--autograder"]:
+        if len(argv) != 2:
+            print("usage: python lessons/build_notebooks.py --autograder OUT.zip")
+            return 2
+        print(f"wrote Gradescope's autograder {write_autograder_zip(argv[1])}")
         return 0
     if argv[:1] == ["--time"]:
         time_notebooks([a for a in argv[1:] if a != "--solved"], solved="--solved" in argv)

@@ -501,7 +501,7 @@ def _solution_lines():
             if len(line) > 25 and not line.startswith(("#", '"', "from ", "import ", "def ", "class ", "_")):
                 lines.add(line)
     template = (build_notebooks.render_template() + "".join(s.read_text() for s in SOURCES)
-                + (LESSONS / "exercises.py").read_text())      # what students get anyway
+                + "".join(p.read_text() for p in (LESSONS / "checks").glob("*.py")))   # what students get anyway
     return {line for line in lines if line not in template}
 
 
@@ -510,7 +510,8 @@ def test_the_student_release_holds_no_solutions(tmp_path):
     files = build_notebooks.write_student_release(out)
     names = {p.relative_to(out).as_posix() for p in files}
     assert {f"{n.stem}.ipynb" for n in NOTEBOOKS} <= names
-    assert {"exercises.py", "my_ops_template.py", "README.md", "fixtures/tiny_densenet.pth"} <= names
+    assert {"checks/common.py", "checks/l01_autograd.py", "my_ops_template.py", "README.md",
+            "fixtures/tiny_densenet.pth"} <= names
     assert not any("instructor" in n or "solution" in n or n == "build_notebooks.py" for n in names)
     secret = _solution_lines()
     assert len(secret) > 30
@@ -557,3 +558,178 @@ def test_the_lessons_readme_lists_every_lesson():
         assert f"`{path.name}`" in readme, path.name
     nb = nbformat.read(NOTEBOOKS[0], as_version=4)
     assert nb.cells[0].cell_type == "markdown"
+
+
+# --- issue 20's blind spots: dtype, an upstream gradient edited in place, ties, a factor 2 ----------
+
+def _cast_backward(base, dtype):
+    """The right gradients, returned as ``dtype`` (float64 from float32 inputs leaks into float32 training)."""
+    def backward(self, g):
+        out = base.backward(self, g)
+        if isinstance(out, tuple):
+            return tuple(None if v is None else np.asarray(v).astype(dtype) for v in out)
+        return np.asarray(out).astype(dtype)
+    return _sub(base, backward=backward)
+
+
+def _edits_g(base):
+    """The right gradients, but g zeroed in place afterwards (as `g[x <= 0] = 0; return g` would)."""
+    def backward(self, g):
+        out = base.backward(self, g)
+        out = tuple(None if v is None else np.array(v) for v in out) if isinstance(out, tuple) else np.array(out)
+        g[...] = 0
+        return out
+    return _sub(base, backward=backward)
+
+
+class _MaxPoolAllTies(S.MaxPool2d):
+    """Sends each window's gradient to every tap equal to its maximum, not only the first."""
+    __name__ = "MaxPool2d"
+
+    def forward(self, x, kernel_size, stride=None, padding=0):
+        self.x, self.y = x, S.MaxPool2d.forward(self, x, kernel_size, stride, padding)
+        return self.y
+
+    def backward(self, g):
+        (kh, kw), (sh, sw), (ph, pw), (OH, OW) = self.geometry
+        xpad = np.pad(self.x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+        dxpad = np.zeros_like(xpad)
+        for a in range(kh):
+            for b in range(kw):
+                dxpad[:, :, a:a + sh * OH:sh, b:b + sw * OW:sw] += g * (xpad[:, :, a:a + sh * OH:sh,
+                                                                               b:b + sw * OW:sw] == self.y)
+        return dxpad[:, :, ph:ph + self.x.shape[2], pw:pw + self.x.shape[3]]
+
+
+_MaxPoolAllTies.__name__ = "MaxPool2d"
+
+BACKWARD_CHECKERS = {"check_mul": "Mul", "check_linear": "Linear", "check_conv2d": "Conv2d", "check_relu": "ReLU",
+                     "check_max_pool": "MaxPool2d", "check_avg_pool": "AvgPool2d", "check_cat": "Cat",
+                     "check_sigmoid": "Sigmoid", "check_batch_norm": "BatchNorm", "check_log_softmax": "LogSoftmax",
+                     "check_cross_entropy": "CrossEntropy"}
+BLIND_SPOTS = [(checker, kind) for checker in BACKWARD_CHECKERS for kind in ("float64 leak", "float32", "edits g")]
+
+
+@pytest.mark.parametrize("checker, kind", BLIND_SPOTS, ids=[f"{c}-{k}" for c, k in BLIND_SPOTS])
+def test_the_blind_spots_of_issue_20_fail_and_name_the_mistake(checker, kind, capsys):
+    base = getattr(S, BACKWARD_CHECKERS[checker])
+    answer, words = {
+        "float64 leak": (_cast_backward(base, np.float64), "with float32 inputs your gradient of"),
+        "float32": (_cast_backward(base, np.float32), "is float32, but"),
+        "edits g": (_edits_g(base), "changed g, the upstream gradient, in place"),
+    }[kind]
+    out = _fail(getattr(E, checker), answer, capsys)
+    assert words in out, out
+
+
+def test_ties_in_max_pooling_and_a_factor_2_are_named(capsys):
+    out = _fail(E.check_max_pool, _MaxPoolAllTies, capsys)
+    assert "tied maxima (only the first gets the gradient)" in out and "first maximum on ties" in out, out
+
+    def half_step(f, x, g, eps=1e-6):          # divides by eps instead of 2 eps
+        return 2 * S.numeric_gradient(f, x, g, eps)
+
+    def edits_g(f, x, g, eps=1e-6):
+        out = S.numeric_gradient(f, x, g, eps)
+        g *= 2
+        return out
+    assert "twice the right one" in _fail(E.check_numeric_gradient, half_step, capsys)
+    assert "g was changed by your function" in _fail(E.check_numeric_gradient, edits_g, capsys)
+
+
+def test_the_hints_point_to_the_lesson_instead_of_printing_the_answer(capsys):
+    out = _fail(E.check_sigmoid, _sub(S.Sigmoid, backward=lambda self, g: g * self.out), capsys)
+    assert "where to look: lesson 5, section 6" in out and "y * (1 - y)" not in out, out
+    out = _fail(E.check_mul, _scaled_backward(S.Mul, 2.0), capsys)
+    assert "2 times the right one everywhere (a factor 2 too many)" in out and "g * b" not in out, out
+
+
+# helpers whose answers come from tinydense's own layers (summary, conv2d), as a student's may too:
+# a truth the library gives, not a reference implementation of the exercise
+LIBRARY_TRUTHS = {"_vgg_truth", "_resnext_truth", "_columns_by_convolution"}
+
+
+def _same_answer(a, b):
+    try:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == b.shape and a.size > 0 and np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def test_the_student_release_holds_no_reference_computation(tmp_path):
+    """Issue 20: _long_range_share was lesson 9's solution and _vgg lesson 3's, reformatted, so no line
+    matched. Every helper of the released checks is called with each exercise's example inputs; none
+    may give the solution's answer."""
+    from tinydense.tools.grade import load_checks
+    release = tmp_path / "release"
+    build_notebooks.write_student_release(release)
+    r = np.random.default_rng(0)
+    usage = np.triu(r.random((8, 8)) + 0.1)
+    usage[usage == 0] = np.nan
+    x, w, b = r.standard_normal((1, 2, 5, 5)), r.standard_normal((3, 2, 3, 3)), r.standard_normal(3)
+    examples = [(S.vgg_stage_cost, (3, 64, 2, 6)), (S.resnext_block_macs, (64, 4, 24, 14, 14)),
+                (S.long_range_share, (usage,)), (S.im2col, (x, 3, 1, 1)), (S.conv2d_loops, (x, w, b, 1, 1)),
+                (S.channel_widths, (40, 12, False, 1.0)), (S.densenet_parameters, (40, 12, False, 1.0)),
+                (S.paper_schedule, (40,)), (S.numeric_gradient, (np.sin, x[0, 0], x[0, 1]))]
+    modules = load_checks(release)
+    assert "hidden_checks" not in modules                   # the hidden tests stay with the instructors
+    helpers = [(f"{m}.{name}", fn) for m, module in modules.items() for name, fn in vars(module).items()
+               if name.startswith("_") and callable(fn) and getattr(fn, "__module__", None) == module.__name__
+               and name not in LIBRARY_TRUTHS and not name.startswith("__")]
+    assert len(helpers) > 10
+    leaks = []
+    for solution, args in examples:
+        right = solution(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])
+        for name, helper in helpers:
+            for call_args in (args, (args,)):
+                try:
+                    got = helper(*[a.copy() if isinstance(a, np.ndarray) else a for a in call_args])
+                except Exception:
+                    continue
+                if _same_answer(got, right):
+                    leaks.append(f"{name} computes {solution.__name__}")
+    assert not leaks, leaks
+
+
+def test_the_nbgrader_release_marks_solutions_and_autograded_checks(tmp_path):
+    out = tmp_path / "release"
+    build_notebooks.write_student_release(out, nbgrader=True)
+    nb = nbformat.read(out / "05_gradient_checking.ipynb", as_version=4)
+    nbformat.validate(nb)
+    stubs = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    checks = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert [c.metadata.nbgrader.grade_id for c in stubs] == ["numeric_gradient", "Sigmoid", "Cat"]
+    assert [(c.metadata.nbgrader.grade_id, c.metadata.nbgrader.points, c.metadata.nbgrader.locked)
+            for c in checks] == [("check_numeric_gradient", 1, True), ("check_Sigmoid", 1, True), ("check_Cat", 1, True)]
+    for verdict in (True, False):                 # nbgrader counts a test cell that raises as failed
+        namespace = {"check_sigmoid": lambda cls, v=verdict: (v, "sigmoid", "..."), "Sigmoid": object}
+        if verdict:
+            exec(checks[1].source, namespace)
+        else:
+            with pytest.raises(AssertionError, match="FAIL"):
+                exec(checks[1].source, namespace)
+    plain = nbformat.read(build_notebooks.write_student_release(tmp_path / "plain")[4], as_version=4)
+    assert not any("nbgrader" in c.metadata for c in plain.cells)
+
+
+def test_the_autograder_zip_holds_what_gradescope_runs(tmp_path):
+    import stat
+    import zipfile
+    path = build_notebooks.write_autograder_zip(tmp_path / "autograder.zip")
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        for script in ("setup.sh", "run_autograder"):
+            assert stat.S_IMODE(zf.getinfo(script).external_attr >> 16) & 0o111, script    # executable
+            assert zf.read(script).startswith(b"#!/usr/bin/env bash\n")
+        run = zf.read("run_autograder").decode()
+        zf.extractall(tmp_path / "source")
+    assert "/autograder/results/results.json" in run and "--course /autograder/source/course" in run
+    assert {"package/tinydense/__init__.py", "package/pyproject.toml", "course/checks/common.py",
+            "course/instructor/hidden_checks.py", "course/05_gradient_checking.ipynb"} <= names
+    assert not any("__pycache__" in n or n.startswith("course/student/") for n in names)
+    from tinydense.tools.grade import load_checks
+    modules = load_checks(tmp_path / "source" / "course")      # the course inside loads, hidden tests too
+    assert "hidden_checks" in modules and "Conv2d" in modules["hidden_checks"].HIDDEN
+    with pytest.raises(ValueError, match="exists"):
+        build_notebooks.write_autograder_zip(path)

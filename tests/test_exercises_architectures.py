@@ -1,19 +1,12 @@
-"""The checkers of the lesson "From AlexNet to DenseNet" (lessons/exercises_architectures.py):
+"""The checkers of the lesson "From AlexNet to DenseNet" (lessons/checks/l03_architectures.py):
 the reference solutions pass, unfinished stubs fail with "not implemented yet" and their
 name, and realistic wrong answers fail with a message that names the mistake."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-LESSONS = Path(__file__).resolve().parents[1] / "lessons"
-for folder in (LESSONS, LESSONS / "instructor"):   # as in the notebook: the checkers import exercises.py's
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+from test_lessons import CHECKS, solutions as sol      # lessons/instructor/solutions.py
 
-import exercises_architectures as ex      # noqa: E402
-import solutions as sol                   # noqa: E402  (lessons/instructor/solutions.py)
+ex = CHECKS["l03_architectures"]
 
 
 def verdict(check, answer, capsys):
@@ -164,7 +157,7 @@ class Crashing(sol.GroupedConv2d):
     (AveragedOverBatch, ["gradient of w", "mistake: your dw is the right one divided by the batch size 2"]),
     (FirstGroupsWeights, ["[groups=2: x (3, 4, 6, 5), w (6, 2, 3, 3)]",
                           "mistake: your backward is right with groups=1 but not with groups=2"]),
-    (HalfDx, ["hint: your gradient of x is 0.5 times the right one everywhere (a missing or extra factor?)"]),
+    (HalfDx, ["hint: your gradient of x is 0.5 times the right one everywhere (a factor 2 missing)"]),
     (Crashing, ["backward raised ValueError"]),
 ])
 def test_grouped_conv_mistakes_are_named(wrong, fragments, capsys):

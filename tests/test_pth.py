@@ -11,6 +11,7 @@ import pytest
 
 import tinydense as td
 from tinydense import models
+from tinydense import pth
 from tinydense.pth import UnsafePickleError, load_pth
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -288,3 +289,31 @@ def test_foreign_and_missing_files(tmp_path):
 
 def test_load_pth_is_exported():
     assert td.load_pth is load_pth
+
+
+def test_a_zip_bomb_is_inflated_only_as_far_as_its_tensors_read(tmp_path, monkeypatch):
+    # issue 18: a 2 MB archive inflated to 4.25 GB; every member is now bounded before it is read
+    import tracemalloc
+    numel = 10_000_000                                       # 40 MB of zeros, deflated to ~40 KB
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", op_dict(w=op_tensor("0", 1, (2,), (1,), numel)) + b".")
+        zf.writestr("archive/byteorder", "little")
+        zf.writestr("archive/data/0", bytes(numel * 4))
+    assert path.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        state = load_pth(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(state["w"], [0, 0])
+    assert peak < 2_000_000, f"{peak} bytes allocated for a tensor of 2 elements"
+
+    with zipfile.ZipFile(path := tmp_path / "pickle_bomb.pth", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", op_dict(w=op_tensor("0", 0, (1,), (1,), 1)) + b"." + bytes(5000))
+        zf.writestr("archive/data/0", bytes(4))
+    monkeypatch.setattr(pth, "PICKLE_LIMIT", 4096)
+    with pytest.raises(ValueError, match=r"pickle_bomb.pth .*archive/data.pkl declares 5\d\d\d bytes uncompressed, "
+                                         r"more than the 4096 it may have \(a zip bomb\?\)"):
+        load_pth(path)

@@ -313,23 +313,34 @@ def cmd_gradcheck(args) -> int:
 
 def _add_grade_command(sub):
     p = sub.add_parser("grade", help="run students' lesson notebooks and workspaces, write a CSV of verdicts",
-                       description="Execute each notebook (its own cells, with the instructors' exercise checks) "
-                                   "and check each workspace (my_ops*.py) in a child process with a time limit; "
+                       description="Run each notebook's exercise stub cells and each workspace (my_ops*.py) in a fresh "
+                                   "process with time limits, check them with the instructors' checks; "
                                    "write one CSV row per exercise: file, exercise, PASS/FAIL, message.")
     p.add_argument("paths", nargs="+", metavar="NOTEBOOK_OR_DIR", help="notebooks, workspaces or directories")
     p.add_argument("--out", default="grades.csv", help="the CSV to write (default: grades.csv; never overwritten)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per file (default: 600)")
-    p.add_argument("--lessons", metavar="DIR", help="the instructors' lessons folder with exercises.py "
-                                                    "(default: the repository's lessons/)")
+    p.add_argument("--cell-timeout", type=float, help="seconds per cell and per check, below --timeout "
+                                                      "(default: 120, or half of --timeout)")
+    p.add_argument("--course", "--lessons", metavar="DIR", dest="course",
+                   help="the instructors' course folder with checks/ (default: the repository's lessons/)")
     p.add_argument("--full", action="store_true", help="student settings instead of the fast ones "
                                                        "(TINYDENSE_LESSONS_FAST unset): much slower")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default: 1)")
+    p.add_argument("--pattern", metavar="REGEX", help="the student of a file: a group (?P<student>...), or "
+                                                     "(?P<key>...) looked up in --roster, in its path")
+    p.add_argument("--roster", metavar="CSV", help="columns key,student: who each key of --pattern is")
+    p.add_argument("--points", metavar="JSON", help='points per exercise, e.g. {"default": 1, "Conv2d": 3}')
+    p.add_argument("--feedback", metavar="DIR", help="write a feedback file per student into DIR")
+    p.add_argument("--gradescope", metavar="FILE", help="also write Gradescope's results.json to FILE")
     p.set_defaults(func=cmd_grade)
 
 
 def cmd_grade(args) -> int:
     from .tools.grade import grade
-    rows = grade(args.paths, args.out, lessons=args.lessons, timeout=args.timeout, fast=not args.full)
-    print(f"{sum(r[2] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
+    rows = grade(args.paths, args.out, lessons=args.course, timeout=args.timeout, fast=not args.full,
+                 cell_timeout=args.cell_timeout, jobs=args.jobs, pattern=args.pattern, roster=args.roster,
+                 points=args.points, feedback=args.feedback, gradescope=args.gradescope)
+    print(f"{sum(r['result'] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
     return 0
 
 

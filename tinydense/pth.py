@@ -23,7 +23,10 @@ torch, and any other name stops the load before anything is called. Our
 stand-ins for the rebuild functions only record their arguments; the
 arrays are cut out of the storages afterwards, once every tensor's shape,
 strides and offset have been checked against its storage's real size (so a
-few crafted bytes can never ask for terabytes).
+few crafted bytes can never ask for terabytes). In a zip archive every member is
+bounded before it is inflated: the pickle by ``PICKLE_LIMIT``, a storage by the
+bytes its tensors read (a 2 MB archive cannot inflate to gigabytes that no tensor
+needs).
 """
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ from .safe_pickle import RestrictedUnpickler
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C        # the first pickle of a pre-1.6 .pth file
 LEGACY_PROTOCOL = 1001
+PICKLE_LIMIT = 64 * 2 ** 20                  # a state_dict's pickle takes ~200 bytes a tensor: 64 MiB is plenty
+BYTEORDER_LIMIT = 16
 
 # torch storage class -> NumPy dtype ("bfloat16" has none: it is widened to float32)
 _STORAGE_DTYPES = {
@@ -78,8 +83,13 @@ class _Storage:
             raise ValueError(f"storage {self.key} has {nbytes} bytes, expected {self.numel} "
                              f"{self.type.name} elements")
 
-    def fill(self, raw: bytes, byteorder: str):
-        self.check_size(len(raw))
+    def fill(self, raw: bytes, byteorder: str, numel=None):
+        """Decode ``raw``: the whole storage, or its first ``numel`` elements (all its tensors read)."""
+        if numel is None:
+            self.check_size(len(raw))
+        elif len(raw) != numel * self.type.itemsize():
+            raise ValueError(f"storage {self.key} ends after {len(raw)} bytes, its tensors read "
+                             f"{numel} {self.type.name} elements")
         order = "<" if byteorder == "little" else ">"
         if self.type.dtype == "bfloat16":     # the top half of a float32: shift it back into place
             bits = np.frombuffer(raw, dtype=order + "u2").astype(np.uint32) << 16
@@ -152,6 +162,30 @@ class _PthUnpickler(RestrictedUnpickler):
         return storage
 
 
+def _read_bounded(zf, name, limit):
+    """Member ``name`` of the archive, refused before it is inflated if it declares more than ``limit``
+    bytes (and never inflated past ``limit``, should its header lie)."""
+    declared = zf.getinfo(name).file_size
+    if declared > limit:
+        raise ValueError(f"{name} declares {declared} bytes uncompressed, more than the {limit} it may "
+                         f"have (a zip bomb?)")
+    with zf.open(name) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{name} inflates past the {limit} bytes it may have (a zip bomb?)")
+    return data
+
+
+def _elements_read(state):
+    """storage key -> how many of its first elements the (checked) tensors of ``state`` read."""
+    needed = {}
+    for ref in state.values():
+        if math.prod(ref.size):
+            last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+            needed[ref.storage.key] = max(needed.get(ref.storage.key, 0), last + 1)
+    return needed
+
+
 def _read_zip(path):
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
@@ -161,15 +195,19 @@ def _read_zip(path):
         prefix = pickles[0][:-len("data.pkl")]
         byteorder = "little"
         if prefix + "byteorder" in names:
-            byteorder = zf.read(prefix + "byteorder").decode("ascii").strip()
+            byteorder = _read_bounded(zf, prefix + "byteorder", BYTEORDER_LIMIT).decode("ascii").strip()
         storages = {}
-        obj = _PthUnpickler(io.BytesIO(zf.read(pickles[0])), storages, legacy=False).load()
+        raw = _read_bounded(zf, pickles[0], PICKLE_LIMIT)
+        state = _state_refs(_PthUnpickler(io.BytesIO(raw), storages, legacy=False).load())
+        needed = _elements_read(state)
         for key, storage in storages.items():
             if f"{prefix}data/{key}" not in names:
                 raise ValueError(f"storage {key} is missing from the archive")
             storage.check_size(zf.getinfo(f"{prefix}data/{key}").file_size)
-            storage.fill(zf.read(f"{prefix}data/{key}"), byteorder)
-    return obj
+            count = needed.get(key, 0)          # inflate only the bytes a tensor reads
+            with zf.open(f"{prefix}data/{key}") as member:       # its size was checked: read a prefix
+                storage.fill(member.read(count * storage.type.itemsize()), byteorder, numel=count)
+    return state
 
 
 def _read_legacy(path):
@@ -199,7 +237,7 @@ def _read_legacy(path):
                 raise ValueError(f"storage {key}: {count} {storage.type.name} elements need "
                                  f"{count * storage.type.itemsize()} bytes, the file has {left} left")
             storage.fill(f.read(count * storage.type.itemsize()), byteorder)
-    return obj
+    return _state_refs(obj)
 
 
 MAX_DIMS = 64                                  # NumPy's limit on the number of dimensions
@@ -232,6 +270,21 @@ def _check_tensor(ref, name):
         raise ValueError(f"tensor {name!r} (shape {size}) reads past the end of its storage (strides {stride}, "
                          f"offset {offset}: its last element is number {last}; its storage {storage.key} "
                          f"holds {held} elements)")
+
+
+def _state_refs(obj):
+    """The dict name -> tensor a file holds (a checkpoint's ``state_dict``), every tensor checked
+    against its storage before any bytes are read or arrays built."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"it holds a {type(obj).__name__}, not a state_dict (a dict name -> tensor)")
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, _TensorRef):
+            raise ValueError(f"entry {key!r} is a {type(value).__name__}, not a tensor; "
+                             f"expected a state_dict (a dict name -> tensor)")
+        _check_tensor(value, key)
+    return obj
 
 
 def _materialize(ref):
@@ -289,15 +342,6 @@ def load_pth(path):
             raise ValueError("a tar archive: the PyTorch < 0.1.10 format is not supported")
         else:
             obj = _read_legacy(path)
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
-        if not isinstance(obj, dict):
-            raise ValueError(f"it holds a {type(obj).__name__}, not a state_dict (a dict name -> tensor)")
-        for key, value in obj.items():             # check every tensor before building any
-            if not isinstance(key, str) or not isinstance(value, _TensorRef):
-                raise ValueError(f"entry {key!r} is a {type(value).__name__}, not a tensor; "
-                                 f"expected a state_dict (a dict name -> tensor)")
-            _check_tensor(value, key)
         state = OrderedDict((key, _materialize(value)) for key, value in obj.items())
     except UnsafePickleError as error:
         raise UnsafePickleError(f"{path}: {error}") from None

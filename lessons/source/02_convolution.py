@@ -35,7 +35,8 @@ import tinydense.nn as nn
 from tinydense import Function
 from tinydense.backend import get_array_module
 
-from exercises import check_conv2d, check_conv2d_loops, check_im2col, passed
+from checks.l02_convolution import check_conv2d, check_conv2d_loops, check_im2col
+from checks.common import passed
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 rng = np.random.default_rng(0)

@@ -46,7 +46,7 @@ from tinydense.backend import get_array_module
 from tinydense.nn import init
 from tinydense.tools.compare import ACCURACY, build, compare, complexity_figure, median_seconds
 
-from exercises_architectures import check_grouped_conv, check_resnext_macs, check_vgg_stage
+from checks.l03_architectures import check_grouped_conv, check_resnext_macs, check_vgg_stage
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 IMAGE = 64 if FAST else 224     # the image size of the VGG and GoogLeNet sections (the lecture's: 224)

@@ -30,7 +30,7 @@ import tinydense.functional as F
 from tinydense import Function
 from tinydense.backend import get_array_module
 
-from exercises import check_avg_pool, check_batch_norm, check_max_pool, check_relu
+from checks.l04_batchnorm_relu_pooling import check_avg_pool, check_batch_norm, check_max_pool, check_relu
 
 rng = np.random.default_rng(0)
 

@@ -29,7 +29,7 @@ import tinydense.functional as F
 from tinydense import Function
 from tinydense.backend import get_array_module
 
-from exercises import check_cat, check_numeric_gradient, check_sigmoid
+from checks.l05_gradient_checking import check_cat, check_numeric_gradient, check_sigmoid
 
 rng = np.random.default_rng(0)
 

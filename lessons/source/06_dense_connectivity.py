@@ -30,7 +30,7 @@ import tinydense.nn as nn
 from tinydense.models import DenseBlock, DenseLayer, densenet, densenet_bc, resnet
 from tinydense.models import PreActBlock
 
-from exercises import check_channel_widths, check_densenet_parameters
+from checks.l06_dense_connectivity import check_channel_widths, check_densenet_parameters
 
 td.manual_seed(0)
 rng = np.random.default_rng(0)

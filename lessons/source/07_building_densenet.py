@@ -31,7 +31,8 @@ import tinydense.nn as nn
 from tinydense.models import densenet121, densenet_bc
 from tinydense.models.densenet import DenseBlock as LibraryDenseBlock, Transition as LibraryTransition
 
-from exercises import check_dense_block, check_dense_layer, check_transition, passed
+from checks.l07_building_densenet import check_dense_block, check_dense_layer, check_transition
+from checks.common import passed
 
 td.manual_seed(0)
 rng = np.random.default_rng(0)

@@ -38,7 +38,7 @@ from tinydense import Function
 from tinydense.backend import get_array_module
 from tinydense.optim import SGD, MultiStepLR
 
-from exercises import check_cross_entropy, check_log_softmax, check_paper_schedule, check_sgd_step
+from checks.l08_training_cifar import check_cross_entropy, check_log_softmax, check_paper_schedule, check_sgd_step
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 td.manual_seed(0)

@@ -33,7 +33,8 @@ from tinydense.models import DenseBlock, densenet_bc
 from tinydense.optim import SGD
 from tinydense.training import evaluate, load_model, plural
 
-from exercises import check_long_range_share, passed
+from checks.l09_feature_reuse import check_long_range_share
+from checks.common import passed
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 DATA = os.environ.get("TINYDENSE_DATA") or Path("..") / "data"   # as in the training lesson

@@ -41,7 +41,7 @@ from tinydense.data import DataLoader, load_cifar
 from tinydense.models import densenet_bc
 from tinydense.optim import SGD
 
-from exercises import check_workspace, compare_training, load_workspace
+from checks.l12_build_your_own_densenet import check_workspace, compare_training, load_workspace
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
 my_ops = load_workspace()                   # a fresh import every time this cell runs

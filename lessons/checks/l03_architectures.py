@@ -1,4 +1,4 @@
-"""Checks for the exercises of the lesson "From AlexNet to DenseNet".
+"""Checks of lesson 3, "From AlexNet to DenseNet": a VGG stage's cost, the ResNeXt formula, grouped convolution.
 
 Each ``check_*`` function takes the student's function or ``Function`` class,
 compares it with ``tinydense`` (``summary``'s counts of the real layers, or
@@ -8,8 +8,7 @@ compares it with ``tinydense`` (``summary``'s counts of the real layers, or
     FAIL <title>: ...   (what is wrong, and, for the usual mistakes, which one it is)
 
 It never raises, so a notebook with an unfinished exercise still runs to the
-end. The backward-pass check reuses the machinery of the lesson "Gradient checking"
-(``exercises.py``).
+end. The backward-pass check reuses the comparison every lesson shares (``common.py``).
 Reference solutions are in ``instructor/solutions.py`` (instructors only).
 """
 from __future__ import annotations
@@ -24,10 +23,10 @@ from tinydense import models
 from tinydense.models.vgg import make_layers
 from tinydense.nn import init
 
-from exercises import Case, _check_case, _Failure, _verdict
+from .common import Case, Failure, check_case, check_dtype, verdict
 
 
-class _Verdict(_Failure):
+class _Verdict(Failure):
     """A failed check; its message is the verdict."""
 
 
@@ -84,7 +83,7 @@ def _formula_check(title, fn, stub, cases, truth, parts, mistakes, done):
         raise _Verdict(message + "".join(f"\n  mistake: {m}" for m in named)
                        + ("" if named else "\n  hint: compare your formula with summary's rows of the layers "
                                            "(td.summary(...).rows) for a small case."))
-    _verdict(title, stub, run)
+    return verdict(title, stub, run)
 
 
 # --- exercise 1: the cost of a VGG stage -------------------------------------------------------
@@ -102,36 +101,36 @@ def _vgg_truth(case):
     return sum(r["params"] for r in rows), sum(r["macs"] for r in rows)
 
 
-def _vgg(case, kernel=9, bias=1, first=None, area=True, per_add=0):
-    c_in, c, n, size = case
-    first = c_in if first is None else first
-    params = (kernel * first * c + bias * c) + (n - 1) * (kernel * c * c + bias * c)
-    pixels = size * size if area else 1
-    macs = pixels * (kernel * first * c + (n - 1) * kernel * c * c + per_add * n * c)
-    return params, macs
+def _table(cases, values):
+    """A wrong answer given by its value in every case (the student release holds no formula)."""
+    by_case = dict(zip(cases, values))
+    return lambda case: by_case[case]
 
 
-VGG_MISTAKES = [
-    (0, lambda k: _vgg(k, bias=0)[0], "your parameters leave out the biases: each conv has one per output channel "
-                                      "(c of them)"),
-    (0, lambda k: _vgg(k, kernel=1)[0], "your parameters miss the factor 9: each (input channel, output channel) "
-                                        "pair has a 3x3 kernel, 9 weights"),
-    (0, lambda k: _vgg(k, first=k[1])[0], "your parameters treat the first conv as c -> c: it takes the c_in "
-                                          "channels of the stage before"),
-    (1, lambda k: _vgg(k, kernel=1)[1], "your multiply-adds miss the factor 9: each output value is a sum over a "
-                                        "3x3 window of every input channel"),
-    (1, lambda k: _vgg(k, first=k[1])[1], "your multiply-adds treat the first conv as c -> c: it takes the c_in "
-                                          "channels of the stage before"),
-    (1, lambda k: _vgg(k, area=False)[1], "your multiply-adds do not depend on the image size: each of the "
-                                          "size x size output pixels (of every output channel) costs "
-                                          "9 x (input channels) multiply-adds"),
-    (1, lambda k: 2 * _vgg(k)[1], "your multiply-adds are twice the right number: you counted each "
-                                  "multiplication and addition separately (FLOPs); tinydense's summary, like "
-                                  "the lecture's tables, counts a multiply-add once"),
-    (1, lambda k: _vgg(k, per_add=1)[1], "your multiply-adds add one per output value for the bias; summary "
-                                         "counts the products of the weights only (the bias additions are not "
-                                         "multiply-adds)"),
-    (None, lambda k: _vgg(k)[::-1], "you returned (multiply-adds, parameters): return (parameters, multiply-adds)"),
+VGG_MISTAKES = [   # (part, its wrong value in each of VGG_CASES, what that mistake is)
+    (0, _table(VGG_CASES, [38592, 221184, 1474560, 5898240, 7077888, 315, 297, 360]),
+     'your parameters leave out the biases: each conv has one per output channel (c of them)'),
+    (0, _table(VGG_CASES, [4416, 24832, 164608, 656896, 787968, 42, 45, 48]),
+     'your parameters miss the factor 9: each (input channel, output channel) pair has a 3x3 kernel, 9 '
+     'weights'),
+    (0, _table(VGG_CASES, [73856, 295168, 1770240, 7079424, 7079424, 448, 336, 296]),
+     'your parameters treat the first conv as c -> c: it takes the c_in channels of the stage before'),
+    (1, _table(VGG_CASES, [154368, 614400, 2621440, 5898240, 3145728, 2835, 33, 1960]),
+     'your multiply-adds miss the factor 9: each output value is a sum over a 3x3 window of every input '
+     'channel'),
+    (1, _table(VGG_CASES, [2654208, 7372800, 28311552, 63700992, 28311552, 35721, 324, 14112]),
+     'your multiply-adds treat the first conv as c -> c: it takes the c_in channels of the stage before'),
+    (1, _table(VGG_CASES, [38592, 221184, 1474560, 5898240, 7077888, 315, 297, 360]),
+     'your multiply-adds do not depend on the image size: each of the size x size output pixels (of every '
+     'output channel) costs 9 x (input channels) multiply-adds'),
+    (1, _table(VGG_CASES, [2778624, 11059200, 47185920, 106168320, 56623104, 51030, 594, 35280]),
+     'your multiply-adds are twice the right number: you counted each multiplication and addition '
+     "separately (FLOPs); tinydense's summary, like the lecture's tables, counts a multiply-add once"),
+    (1, _table(VGG_CASES, [1393920, 5536000, 23605248, 53097984, 28317696, 26082, 309, 18032]),
+     'your multiply-adds add one per output value for the bias; summary counts the products of the weights'
+     ' only (the bias additions are not multiply-adds)'),
+    (None, lambda k: _vgg_truth(k)[::-1],
+     'you returned (multiply-adds, parameters): return (parameters, multiply-adds)'),
 ]
 
 
@@ -146,8 +145,8 @@ def check_vgg_stage(fn):
         return (f"parameters and multiply-adds agree with summary in all {len(VGG_CASES)} cases. VGG-16's five "
                 f"stages at 224x224 cost {macs} G multiply-adds; one C -> C conv of stages 1 to 4 (half the "
                 f"image and twice the channels each time) costs {same} G: the same.")
-    _formula_check("VGG stage cost", fn, "vgg_stage_cost", VGG_CASES, _vgg_truth, ("parameters", "multiply-adds"),
-                   VGG_MISTAKES, done)
+    return _formula_check("VGG stage cost", fn, "vgg_stage_cost", VGG_CASES, _vgg_truth,
+                          ("parameters", "multiply-adds"), VGG_MISTAKES, done)
 
 
 # --- exercise 2: the lecture's ResNeXt formula ----------------------------------------------------
@@ -166,23 +165,24 @@ def _resnext_truth(case):
     return (td.summary(block, (4 * C, H, W)).total_macs,)
 
 
-RESNEXT_MISTAKES = [
-    (0, lambda k: 2 * (8 * k[0] * k[2] + 9 * k[2] ** 2) * k[3] * k[4] * k[1],
-     "twice the right number: you counted each multiplication and addition separately (FLOPs); the lecture's "
-     "formula, like summary, counts a multiply-add once"),
-    (0, lambda k: (8 * k[0] * k[2] + 9 * k[2] ** 2) * k[3] * k[4],
-     "that is one path: the block has G of them"),
-    (0, lambda k: (8 * k[0] * k[2] * k[1] + 9 * (k[1] * k[2]) ** 2) * k[3] * k[4],
-     "you counted the 3x3 conv as an ordinary one on all G*c channels: in a grouped conv each output channel "
-     "sees only the c channels of its own group"),
-    (0, lambda k: (4 * k[0] * k[2] + 9 * k[2] ** 2) * k[3] * k[4] * k[1],
-     "you counted one 1x1 conv per path: there are two, 4C -> c before the 3x3 and c -> 4C after it"),
-    (0, lambda k: (2 * k[0] * k[2] + 9 * k[2] ** 2) * k[3] * k[4] * k[1],
+RESNEXT_MISTAKES = [   # (part, its wrong value in each of RESNEXT_CASES, what that mistake is)
+    (0, _table(RESNEXT_CASES, [27396096, 27496448, 8773632, 16834560, 181650, 89280]),
+     'twice the right number: you counted each multiplication and addition separately (FLOPs); the '
+     "lecture's formula, like summary, counts a multiply-add once"),
+    (0, _table(RESNEXT_CASES, [3424512, 429632, 4386816, 263040, 30275, 22320]),
+     'that is one path: the block has G of them'),
+    (0, _table(RESNEXT_CASES, [25890816, 41746432, 4386816, 25559040, 138075, 52416]),
+     'you counted the 3x3 conv as an ordinary one on all G*c channels: in a grouped conv each output '
+     'channel sees only the c channels of its own group'),
+    (0, _table(RESNEXT_CASES, [8881152, 7325696, 3354624, 4485120, 57225, 26208]),
+     'you counted one 1x1 conv per path: there are two, 4C -> c before the 3x3 and c -> 4C after it'),
+    (0, _table(RESNEXT_CASES, [6472704, 4114432, 2838528, 2519040, 40425, 16992]),
      "the block's input and output have 4C channels, not C: each 1x1 conv costs 4C*c per pixel"),
-    (0, lambda k: (8 * k[0] * k[2] + k[2] ** 2) * k[3] * k[4] * k[1],
-     "the 3x3 conv costs 9 multiply-adds per (input, output) channel pair and pixel: the factor 9 is missing"),
-    (0, lambda k: (8 * k[0] * k[2] + 9 * k[2] ** 2) * k[1],
-     "your count does not depend on the image size: every conv here works at each of the H x W pixels"),
+    (0, _table(RESNEXT_CASES, [10085376, 12945408, 2322432, 7925760, 69825, 37728]),
+     'the 3x3 conv costs 9 multiply-adds per (input, output) channel pair and pixel: the factor 9 is '
+     'missing'),
+    (0, _table(RESNEXT_CASES, [69888, 70144, 69632, 280576, 2595, 3720]),
+     'your count does not depend on the image size: every conv here works at each of the H x W pixels'),
 ]
 
 
@@ -195,8 +195,8 @@ def check_resnext_macs(fn):
         return (f"your count agrees with summary in all {len(RESNEXT_CASES)} cases. At 56x56 with C=64: "
                 f"G=4, c=24: {lecture[0] / 1e6:.1f} M; G=32, c=4: {lecture[1] / 1e6:.1f} M; the ResNet "
                 f"bottleneck (G=1, c=64): {lecture[2] / 1e6:.1f} M multiply-adds.")
-    _formula_check("ResNeXt block cost", fn, "resnext_block_macs", RESNEXT_CASES, _resnext_truth,
-                   ("multiply-adds",), RESNEXT_MISTAKES, done)
+    return _formula_check("ResNeXt block cost", fn, "resnext_block_macs", RESNEXT_CASES, _resnext_truth,
+                          ("multiply-adds",), RESNEXT_MISTAKES, done)
 
 
 # --- exercise 3: the backward pass of grouped convolution ------------------------------------------
@@ -267,18 +267,24 @@ def check_grouped_conv(cls):
     (tinydense.gradcheck) with groups 1, 2 and C, odd sizes and non-square kernels."""
     def run():
         rng = np.random.default_rng(5)
-        passed = []
+        passed, cases = [], []
         for label, groups, xs, ws in GROUPED_CASES:
             x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+            case = Case(label, lambda c, x, w, G=groups: c.apply(x, w, groups=G),
+                        lambda x, w, G=groups: F.conv2d(x, w, groups=G), [x, w], ["x", "w"])
             try:
-                _check_case(cls, Case(label, lambda c, x, w, G=groups: c.apply(x, w, groups=G),
-                                      lambda x, w, G=groups: F.conv2d(x, w, groups=G), [x, w], ["x", "w"]),
-                            seed=groups)
-            except _Failure as failure:
+                check_case(cls, case, seed=groups)
+            except Failure as failure:
                 hints = _grouped_hints(cls, groups, x, w, passed)
-                raise _Failure(str(failure) + "".join(f"\n  mistake: {h}" for h in hints)) from None
+                raise Failure(str(failure) + "".join(f"\n  mistake: {h}" for h in hints)) from None
             passed.append(groups)
+            cases.append(case)
+        for i, case in enumerate(cases):          # once the values are right: float32 stays float32
+            check_dtype(cls, case, seed=i)
         return (f"forward and backward agree with tinydense's conv2d and with central differences "
                 f"in all {len(GROUPED_CASES)} cases (groups 1, 2 and C).")
-    _verdict("grouped convolution", cls.__name__, run)
+    return verdict("grouped convolution", cls.__name__, run)
 
+
+# the lesson's exercises: the name its stub cell defines -> its check (the grader reads this)
+EXERCISES = {"vgg_stage_cost": check_vgg_stage, "resnext_block_macs": check_resnext_macs, "GroupedConv2d": check_grouped_conv}

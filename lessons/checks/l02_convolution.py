@@ -1,0 +1,88 @@
+"""Checks of lesson 2, convolution: the convolution as loops, im2col, the backward pass of Conv2d."""
+from __future__ import annotations
+
+import numpy as np
+
+import tinydense as td
+import tinydense.functional as F
+
+from .common import Case, Failure, check_function, rng, verdict
+
+
+def check_conv2d(cls):
+    """Conv2d.forward(x, weight, bias=None, stride=1, padding=0); backward (dx, dweight[, dbias])."""
+    r = rng(12)
+    settings = [((2, 3, 5, 5), (4, 3, 3, 3), True, 1, 1, "3x3, stride 1, padding 1, bias"),
+                ((1, 2, 7, 6), (3, 2, 3, 2), False, 2, 0, "3x2 kernel, stride 2, no padding"),
+                ((2, 3, 4, 5), (2, 3, 1, 1), False, 1, 0, "1x1"),
+                ((1, 1, 6, 6), (2, 1, 3, 3), True, (2, 1), (1, 0), "stride (2, 1), padding (1, 0)")]
+    cases = []
+    for xs, ws, bias, s, p, label in settings:
+        arrays = [r.standard_normal(xs), r.standard_normal(ws)] + ([r.standard_normal(ws[0])] if bias else [])
+        names = ["x", "weight"] + (["bias"] if bias else [])
+        cases.append(Case(label, lambda c, *t, s=s, p=p: c.apply(*t, stride=s, padding=p),
+                          lambda *t, s=s, p=p: F.conv2d(*t, stride=s, padding=p), arrays, names))
+    return check_function("convolution", cls, cases,
+                          advice='lesson 2, section 6 ("The backward pass is two more matrix products"): dweight and dx are each one matrix product with g; dx goes back through col2im, where taps that overlap ADD.')
+
+
+def _conv_settings(r):
+    return [((2, 3, 5, 5), (4, 3, 3, 3), 1, 1), ((1, 2, 7, 6), (3, 2, 3, 3), 2, 0),
+            ((2, 1, 4, 4), (2, 1, 1, 1), 1, 0), ((1, 2, 6, 5), (1, 2, 3, 3), 2, 2)]
+
+
+def check_conv2d_loops(fn):
+    """conv2d_loops(x, w, b, stride, padding) -> y (N, O, OH, OW), NumPy arrays."""
+    def run():
+        r = rng(20)
+        for xs, ws, s, p in _conv_settings(r):
+            x, w, b = r.standard_normal(xs), r.standard_normal(ws), r.standard_normal(ws[0])
+            where = f"[x {xs}, w {ws}, stride {s}, padding {p}]"
+            y = np.asarray(fn(x, w, b, s, p))
+            want = F.conv2d(td.tensor(x), td.tensor(w), td.tensor(b), stride=s, padding=p).numpy()
+            if y.shape != want.shape:
+                raise Failure(f"the output has shape {y.shape} but should have {want.shape} {where}: output "
+                              f"size (H - K + 2P) // S + 1 per axis.")
+            if np.allclose(y, want - b.reshape(1, -1, 1, 1), rtol=1e-10, atol=1e-10):
+                raise Failure(f"the output misses the bias {where}: add b[o] to every output of filter o.")
+            if not np.allclose(y, want, rtol=1e-10, atol=1e-10):
+                raise Failure(f"the output values are wrong {where} (largest difference "
+                              f"{np.abs(y - want).max():.3g}): window (i, j) starts at input pixel "
+                              f"(i*S, j*S) of the zero-padded input, and sums over all input channels.")
+        return "your loops compute the same convolution as F.conv2d in all 4 cases."
+    return verdict("convolution by loops", getattr(fn, "__name__", "conv2d_loops"), run)
+
+
+def _columns_by_convolution(x, K, stride, padding):
+    """The column matrix from tinydense's conv2d: with one filter per (channel, tap) that picks out
+    that input value (an identity), output pixel p of filter r is row r of column p."""
+    N, C = x.shape[:2]
+    rows = C * K * K
+    picks = np.eye(rows).reshape(rows, C, K, K)
+    y = F.conv2d(td.tensor(x), td.tensor(picks), stride=stride, padding=padding).numpy()
+    return y.reshape(N, rows, -1)
+
+
+def check_im2col(fn):
+    """im2col(x, K, stride, padding) -> (N, C*K*K, OH*OW): column p of image n is output pixel p's patch."""
+    def run():
+        r = rng(21)
+        for xs, K, s, p in [((2, 3, 5, 5), 3, 1, 1), ((1, 2, 7, 6), 3, 2, 0), ((1, 1, 6, 6), 2, 2, 1)]:
+            x = r.standard_normal(xs)
+            where = f"[x {xs}, K {K}, stride {s}, padding {p}]"
+            cols, want = np.asarray(fn(x, K, s, p)), _columns_by_convolution(x, K, s, p)
+            if cols.shape != want.shape:
+                hint = (" (rows and columns swapped?)" if cols.shape[1:] == want.shape[:0:-1] else "")
+                raise Failure(f"the result has shape {cols.shape} but should have {want.shape} {where}"
+                              f"{hint}: one row per (channel, tap), one column per output pixel.")
+            if not np.array_equal(cols, want):
+                same_set = np.allclose(np.sort(cols, axis=1), np.sort(want, axis=1))
+                raise Failure(f"the column matrix has the right shape but wrong entries {where}"
+                              + (": the rows are in the wrong order; row (c, a, b) is c*K*K + a*K + b."
+                                  if same_set else ": check the stride and the padding of the slices."))
+        return "your column matrices equal the per-pixel definition in all 3 cases."
+    return verdict("im2col", getattr(fn, "__name__", "im2col"), run)
+
+
+# the lesson's exercises: the name its stub cell defines -> its check (the grader reads this)
+EXERCISES = {"conv2d_loops": check_conv2d_loops, "im2col": check_im2col, "Conv2d": check_conv2d}
