@@ -6,12 +6,13 @@
     python lessons/build_site.py --full            # student settings instead of the fast ones
 
 Maintained tools do the work: jupytext reads each percent-format source in
-``lessons/source/`` into a notebook, nbclient executes it in ``lessons/`` (as a student
+``lessons/source/`` into a notebook (``build_notebooks.student_notebook``), nbclient executes it in ``lessons/`` (as a student
 would run it), and Sphinx with myst-nb and the sphinx-book-theme renders the pages, with a
 sidebar, search, and math typeset by a copy of MathJax served from the site itself
 (``lessons/site/conf.py``). What is the course's own is done here:
 
-- the pages show the student notebooks (no cell tagged solution or answer-key);
+- the pages show the student notebooks (no cell tagged solution or answer-key), and no file of
+  ``lessons/instructor/`` is copied into the site, even where a page links to one;
 - exercise cells keep their tags, which become CSS classes that ``lessons/site/_static/course.css``
   draws as exercises and checks;
 - each lesson links to its notebook without outputs and to its percent-format source;
@@ -30,16 +31,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import jupytext
 import nbformat
 
 LESSONS = Path(__file__).resolve().parent
 ROOT = LESSONS.parent
+INSTRUCTOR = LESSONS / "instructor"                        # never published
 SOURCES = LESSONS / "source"
 CONF = LESSONS / "site"
 DEFAULT_OUT = ROOT / "build" / "site"
 sys.path.insert(0, str(LESSONS))
-from build_notebooks import STRIPPED_TAGS  # noqa: E402  (the student release's rule)
+from build_notebooks import student_notebook  # noqa: E402  (jupytext; no solution or answer-key cells)
 
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")        # the target of a markdown link
 NOTEBOOK_NAME = re.compile(r"`(\d\d_\w+)\.ipynb`")         # a lesson named in lessons/README.md
@@ -54,18 +55,6 @@ def lesson_sources(only=()) -> list[Path]:
             raise ValueError(f"no lesson matches {' '.join(only)}: the lessons are "
                              + ", ".join(s.stem for s in sorted(SOURCES.glob('[0-9][0-9]_*.py'))))
     return sources
-
-
-def student_notebook(source: Path) -> nbformat.NotebookNode:
-    """The lesson as students get it, converted by jupytext: without solution or answer-key cells."""
-    nb = jupytext.read(source, fmt="py:percent")
-    nb.cells = [c for c in nb.cells if not set(c.metadata.get("tags", [])) & set(STRIPPED_TAGS)]
-    for index, cell in enumerate(nb.cells):
-        cell.metadata.pop("lines_to_next_cell", None)       # jupytext's round-trip hint
-        cell.id = f"{source.stem[:2]}-{index:03d}"
-    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}}
-    return nb
 
 
 def execution_env(scratch: Path, full: bool) -> dict:
@@ -118,7 +107,7 @@ def copy_page(source: Path, target: Path, srcdir: Path, text: str | None = None)
         if "://" in link or link.startswith("mailto:"):
             continue
         linked = (source.parent / link).resolve()
-        if not linked.is_file() or ROOT not in linked.parents:
+        if not linked.is_file() or ROOT not in linked.parents or INSTRUCTOR in linked.parents:
             continue
         relative = linked.relative_to(ROOT)
         if (srcdir / relative).exists():

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import http.server
 import importlib.util
-import json
 import os
 import shutil
 import threading
@@ -43,23 +42,14 @@ build_site = _load_build_site()
 
 # --- without a browser ------------------------------------------------------------------
 
-@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_jupytext_reads_each_source_into_the_committed_notebooks_cells(source):
-    import nbformat
-    committed = nbformat.read(ROOT / "lessons" / f"{source.stem}.ipynb", as_version=4)
-    converted = build_site.student_notebook(source)
-    assert [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in converted.cells] == \
-           [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in committed.cells]
-
-
-def test_student_notebook_leaves_out_solution_cells(tmp_path):
-    source = tmp_path / "99_demo.py"
-    source.write_text('# %% [markdown]\n# # Demo\n\n# %% tags=["exercise-stub"]\nx = None\n\n'
-                      '# %% tags=["solution"]\nx = 42\n\n# %% tags=["answer-key"]\n# the answer\n\n'
-                      '# %% tags=["exercise-check"]\nprint(x)\n')
-    nb = build_site.student_notebook(source)
-    assert [c.metadata.get("tags", []) for c in nb.cells] == [[], ["exercise-stub"], ["exercise-check"]]
-    assert "42" not in json.dumps(nb)
+def test_pages_bring_their_linked_files_but_never_the_instructors(tmp_path):
+    text = ("[answers](instructor/answers.md) [solutions](instructor/solutions.py) "
+            "[curves](../docs/results/densenet-bc-L40-k12-cifar10-subset-curves.png) [more](../benchmarks/README.md)")
+    pages = build_site.copy_page(ROOT / "lessons" / "README.md", tmp_path / "lessons" / "README.md", tmp_path, text)
+    assert pages == ["benchmarks/README"]
+    copied = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert copied == ["benchmarks/README.md", "docs/results/densenet-bc-L40-k12-cifar10-subset-curves.png",
+                      "lessons/README.md"]
 
 
 def test_unknown_lesson_is_a_clear_error():
