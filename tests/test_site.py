@@ -135,7 +135,7 @@ def _fetch(url):
         return response.status, response.read()
 
 
-def test_every_page_renders_math_and_images_and_every_link_works(site, browser):
+def test_every_page_renders_math_and_images_and_every_link_works(browser, site):
     base, out = site
     pages, queue, files = {}, [base + "index.html"], set()    # pages: URL -> the ids in it
     wanted, broken = [], []                                     # (page, target, fragment)
@@ -182,7 +182,7 @@ def test_every_page_renders_math_and_images_and_every_link_works(site, browser):
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_lesson_page_shows_exercises_outputs_and_its_notebook(site, browser, source):
+def test_lesson_page_shows_exercises_outputs_and_its_notebook(browser, site, source):
     import nbformat
     base, _ = site
     browser.get(f"{base}lessons/{source.stem}.html")
@@ -210,7 +210,7 @@ def test_lesson_page_shows_exercises_outputs_and_its_notebook(site, browser, sou
     assert _fetch([h for h in downloads if h.endswith(".py")][0])[1] == source.read_bytes()
 
 
-def test_search_finds_the_lessons(site, browser):
+def test_search_finds_the_lessons(browser, site):
     base, _ = site
     browser.get(base + "search.html?q=growth+rate")
     hits = browser.execute_async_script("""
@@ -224,7 +224,7 @@ def test_search_finds_the_lessons(site, browser):
     assert any("06_dense_connectivity" in hit for hit in hits), hits
 
 
-def test_screenshot_of_a_lesson(site, browser, tmp_path):
+def test_screenshot_of_a_lesson(browser, site, tmp_path):
     base, _ = site
     browser.get(base + "lessons/01_autograd.html")
     formulas, typeset, _ = _typeset(browser)
