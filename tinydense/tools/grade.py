@@ -378,6 +378,7 @@ def grade(paths, out, lessons=None, timeout=600, fast=True, progress=print, cell
         if student is None:
             progress(f"warning: {f}: no student found by --pattern{' and --roster' if roster else ''}")
     references = lessons_of(course) if any(f.suffix == ".ipynb" for f in files) else []
+    load_checks(course)                      # imported once, here, before the threads of --jobs read it
     graded = {w.resolve() for f in files if f.suffix == ".ipynb"
               for w in [_capstone_workspace(f, references)] if w is not None}
     files = [f for f in files if not (f.suffix == ".py" and f.resolve() in graded)]   # graded with its capstone
