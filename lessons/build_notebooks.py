@@ -13,7 +13,7 @@ Each lesson is written as a plain Python file in ``lessons/source/`` in the
     # %% tags=["exercise-stub"]
     (a code cell with metadata tags)
 
-This script turns ``source/NN_name.py`` into ``NN_name.ipynb`` without
+This script turns ``source/NN_name.py`` into ``NN_name.ipynb`` (jupytext reads it) without
 outputs, so the notebooks in the repository are always clean and their
 diffs readable in the sources. It also writes ``my_ops_template.py`` (generated,
 not committed), the template of the student workspace: the exercise classes of the ops that ``td.ops.override``
@@ -48,6 +48,7 @@ import sys
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 
 LESSONS = Path(__file__).resolve().parent
@@ -82,30 +83,19 @@ import numpy as np
 from tinydense import Function
 from tinydense.backend import get_array_module
 '''
-HEADER = re.compile(r"^# %%(?P<markdown> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$")
-
-
 def parse_cells(text: str, name: str = "<source>"):
-    """Split percent-format text into (kind, source, tags) triples."""
-    cells, current = [], None
+    """Split percent-format text into (kind, source, tags) triples. jupytext reads the cells; the
+    course's two rules are checked first (jupytext would take the stray text into a cell)."""
+    markdown = None                                     # the current cell's kind; None before the first
     for number, line in enumerate(text.splitlines(), start=1):
-        header = HEADER.match(line)
-        if header:
-            tags = ast.literal_eval(header["tags"]) if header["tags"] else []
-            current = ("markdown" if header["markdown"] else "code", [], tags)
-            cells.append(current)
-            continue
-        if current is None:
-            if line.strip():
-                raise ValueError(f"{name}:{number}: text before the first '# %%' cell marker")
-            continue
-        kind, lines, _ = current
-        if kind == "markdown":
-            if line and not line.startswith("#"):
-                raise ValueError(f"{name}:{number}: a markdown line must start with '#': {line!r}")
-            line = line[2:] if line.startswith("# ") else line[1:]
-        lines.append(line)
-    return [(kind, "\n".join(lines).strip("\n"), tags) for kind, lines, tags in cells]
+        if line.startswith("# %%"):
+            markdown = line.startswith("# %% [markdown]")
+        elif markdown is None and line.strip():
+            raise ValueError(f"{name}:{number}: text before the first '# %%' cell marker")
+        elif markdown and line and not line.startswith("#"):
+            raise ValueError(f"{name}:{number}: a markdown line must start with '#': {line!r}")
+    return [(cell.cell_type, cell.source, list(cell.metadata.get("tags", [])))
+            for cell in jupytext.reads(text, fmt="py:percent").cells]
 
 
 def build(source: Path) -> nbformat.NotebookNode:
