@@ -30,6 +30,14 @@ import tinydense as td
 RESULTS: dict = {}       # name -> True (passed) / False, from the last check of that name
 
 
+class Verdict(tuple):
+    """``(passed, title, message)``. The check has already printed it, so a notebook shows it
+    once: as the last line of a cell it displays nothing more (IPython asks ``_ipython_display_``)."""
+
+    def _ipython_display_(self):
+        pass
+
+
 GRAD_RTOL = 1e-9         # how close a gradient must be to tinydense's, relative to its largest value
 
 
@@ -68,7 +76,7 @@ def verdict(title, name, run):
         ok, message = False, f"the check could not run your code: {type(e).__name__}: {e}"
     RESULTS[name] = ok
     print(f"{'PASS' if ok else 'FAIL'} {title}: {message}")
-    return ok, title, message
+    return Verdict((ok, title, message))
 
 
 @dataclass

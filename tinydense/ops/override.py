@@ -15,7 +15,7 @@ after an exception. So your ops run behind the library's own argument checks.
 An op counts as yours when your class runs forward and backward on a small
 input without ``NotImplementedError`` (a stub that still raises it is left
 out, and the library's op is used). Any other error on that input stops the
-``with`` before anything runs: fix the op (its checker in lessons/exercises.py
+``with`` before anything runs: fix the op (its checker in lessons/checks/, one module per lesson,
 says what is wrong) or remove it from the file.
 
 Only the plain ops are swapped: the fused ops of the memory-efficient
@@ -187,7 +187,7 @@ def override(ops=None, /, **classes):
                 continue
             except Exception as e:
                 raise OverrideError(f"override: your {name} failed on a small test input: "
-                                    f"{type(e).__name__}: {e}. Run its checker (lessons/exercises.py) "
+                                    f"{type(e).__name__}: {e}. Run its checker (lessons/checks/, its lesson's module) "
                                     f"to see what is wrong, or leave it as the stub.") from e
             report[name] = "yours"
         yield report

@@ -7,11 +7,12 @@ checked: it goes into the feedback, never into a verdict).
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from ..files import write_atomic
 
 FIELDS = ("student", "file", "exercise", "result", "points", "max_points", "message")
 # Gradescope's autograder specification (gradescope-autograders.readthedocs.io/en/latest/specs/)
@@ -78,26 +79,13 @@ def score(rows, points):
     return rows
 
 
-def _replace_atomically(out, write):
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv(out, rows):
-    """The CSV, written to a new temporary file beside ``out`` and moved into place."""
-    def write(fh):
-        writer = csv.writer(fh)
-        writer.writerow(FIELDS)
-        writer.writerows([[row[f] for f in FIELDS] for row in rows])
-    _replace_atomically(Path(out), write)
+    """The CSV, written atomically (files.write_atomic: a temporary file beside ``out``, fsync, rename)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(FIELDS)
+    writer.writerows([[row[f] for f in FIELDS] for row in rows])
+    write_atomic(out, text.getvalue())
 
 
 def _safe_name(student):
@@ -125,7 +113,7 @@ def write_feedback(folder, rows):
                 lines += [f"      {line}" for line in row["output"].strip().splitlines()[-8:]]
             lines.append("")
         path = folder / f"{_safe_name(student)}.txt"
-        _replace_atomically(path, lambda fh, text="\n".join(lines) + "\n": fh.write(text))
+        write_atomic(path, "\n".join(lines) + "\n")
         written.append(path)
     return written
 
@@ -144,4 +132,4 @@ def gradescope_results(rows, seconds):
 
 
 def write_json(path, obj):
-    _replace_atomically(Path(path), lambda fh: json.dump(obj, fh, indent=1))
+    write_atomic(path, json.dumps(obj, indent=1))
