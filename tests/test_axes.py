@@ -110,6 +110,15 @@ def test_sum_mean_max_with_any_axes(case, keepdims, seed, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_transpose_of_two_axes_swaps_them_as_pytorch_does(device):
+    w = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(T(w, device).transpose(0, 1).numpy(), w.T)       # not NumPy's identity
+    np.testing.assert_array_equal(T(w, device).transpose((0, 1)).numpy(), w)       # the permutation
+    x = np.arange(24.0).reshape(2, 3, 4)
+    np.testing.assert_array_equal(T(x, device).transpose(-1, 0).numpy(), np.swapaxes(x, -1, 0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes(max_ndim=4), data=st.data(), seed=st.integers(0, 2 ** 16))
 def test_transpose_with_any_signed_permutation(shape, data, seed, device):
@@ -119,7 +128,7 @@ def test_transpose_with_any_signed_permutation(shape, data, seed, device):
     rng = np.random.default_rng(seed)
     x_np = rng.standard_normal(shape)
     x = T(x_np, device)
-    y = x.transpose(*axes)
+    y = x.transpose(axes)            # a tuple is NumPy's permutation (two axes apart swap, as in PyTorch)
     np.testing.assert_array_equal(y.numpy(), np.transpose(x_np, axes))
     g = rng.standard_normal(y.shape)
     y.backward(backend.to_device(g, device))

@@ -145,17 +145,16 @@ def flatten_from_0(self, start_dim=0, end_dim=-1):
 
 
 def transpose(self, *axes):
-    """A NumPy permutation of the axes (``x.transpose(2, 0, 1)``; none: reverse them). Two axes
-    of a tensor that does not have two dimensions swap them, PyTorch's ``transpose(d0, d1)``.
-    (For a 2-D tensor both readings of (1, 0) swap, but NumPy's (0, 1) keeps the order: use
-    ``x.t()`` or ``x.T`` there.)"""
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
-    if len(axes) == 2 and self.ndim != 2:
+    """Two axes given apart swap them, PyTorch's ``transpose(d0, d1)`` (so ``w.transpose(0, 1)``
+    of a matrix is its transpose, as in PyTorch code). Otherwise a NumPy permutation of the axes:
+    ``x.transpose(2, 0, 1)``, ``x.transpose((0, 1))``; none: reverse them."""
+    if len(axes) == 2 and not isinstance(axes[0], (tuple, list)):
         d0, d1 = (normalize_axis(a, self.ndim, "transpose") for a in axes)
         order = list(range(self.ndim))
         order[d0], order[d1] = d1, d0
         axes = tuple(order)
+    elif len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
     return Transpose.apply(self, axes=axes or None)
 
 
