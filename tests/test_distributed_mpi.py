@@ -54,7 +54,9 @@ def optimizer(model):
 def results(model, opt):
     """Everything that must agree: parameters, buffers (running statistics, batch counters), momentum."""
     out = {f"state.{k}": np.asarray(v) for k, v in model.state_dict().items()}
-    out.update({f"opt.{k}": v for k, v in opt.state_dict().items() if k.startswith("buffer.")})
+    buffers = opt.buffers                                  # each parameter's momentum, in order
+    assert all(b is not None for b in buffers), "every parameter has a momentum buffer after a step"
+    out.update({f"opt.momentum.{i}": b for i, b in enumerate(buffers)})
     return out
 
 
@@ -147,7 +149,8 @@ def per_rank_statistics(kind, rank):
                 p.data[...] = p0.data
     model = models[rank]
     model_opt = optimizer(model)
-    model_opt.buffers = opt.buffers
+    for p, p0 in zip(model.parameters(), models[0].parameters()):   # the shared momentum
+        model_opt.state[p] = opt.state[p0]
     return results(model, model_opt)
 
 
