@@ -451,7 +451,44 @@ def _add_compare_parser(sub):
     p.add_argument("--plot", metavar="IMAGE", help="also draw the complexity chart (x: multiply-adds, y: "
                                                    "top-1 accuracy, bubble area: parameters); the suffix "
                                                    "chooses the format (.png, .svg, .pdf ...)")
+    g = p.add_argument_group("training (the seed notes' experiment: --train DATASET; tools/train_compare.py)")
+    g.add_argument("--train", choices=("cifar10", "cifar100"), metavar="DATASET",
+                   help="instead of the table above, train each model on DATASET (cifar10 or cifar100) at 32x32, "
+                        "each in a fresh process, and print parameters, multiply-adds per image and per batch of "
+                        "128, seconds per epoch, peak memory and test accuracy")
+    for option, kind, default, text in TRAIN_COMPARE_OPTIONS:
+        g.add_argument(option, type=kind, metavar="N", help=f"{text} (default: {default})")
+    g.add_argument("--weights", nargs="+", metavar="NAME_OR_FILE",
+                   help="start from pretrained weights: a name torchvision publishes for every model (DEFAULT, "
+                        "IMAGENET1K_V1; downloaded once into the cache) or one file per model; the classifier is "
+                        "replaced (default: from scratch)")
+    g.add_argument("--data-dir", help="directory holding the data set (default: $TINYDENSE_DATA, else data/)")
     p.set_defaults(func=cmd_compare)
+
+
+# compare --train's options: (option, type, default, help); the defaults are the seed's
+TRAIN_COMPARE_OPTIONS = (("--epochs", int, 1, "epochs to train"), ("--batch-size", int, 32, "images per batch"),
+                         ("--lr", float, 0.001, "SGD learning rate"), ("--momentum", float, 0.9, "SGD momentum"),
+                         ("--limit-train", int, None, "train on the first N training images only (all: none)"),
+                         ("--limit-test", int, None, "test on the first N test images only (all: none)"),
+                         ("--seed", int, 0, "seed of the shuffling and the new weights"))
+
+
+def cmd_train_compare(args, names) -> int:
+    """``compare A B --train DATASET``: tools/train_compare.py's table."""
+    from .tools.train_compare import train_compare
+    clash = [o for o, given in (("--plot", args.plot), ("--image-size", args.image_size), ("--no-measure",
+             args.no_measure), ("--batch", args.batch != 2), ("--repeats", args.repeats != 3)) if given]
+    if clash:
+        raise ValueError(f"compare --train: {', '.join(clash)} belong to the table without --train; training "
+                         f"takes --batch-size, --epochs, --lr ...")
+    options = {option[2:].replace("-", "_"): default for option, _, default, _ in TRAIN_COMPARE_OPTIONS}
+    options.update({k: getattr(args, k) for k in options if getattr(args, k) is not None})
+    result = train_compare(names, args.train, default_data_dir(args.data_dir), weights=args.weights,
+                           threads=args.threads, progress=sys.stderr.isatty(),
+                           log=lambda text: print(text, file=sys.stderr, flush=True), **options)
+    print(result)
+    return 0
 
 
 def cmd_compare(args) -> int:
@@ -459,6 +496,12 @@ def cmd_compare(args) -> int:
     from .threads import set_blas_threads
     from .tools.plots import check_image_path
     names = resolve(args.models)                            # unknown names: refused before any work
+    if args.train:
+        return cmd_train_compare(args, names)
+    training_only = [o for o, *_ in TRAIN_COMPARE_OPTIONS if getattr(args, o[2:].replace("-", "_")) is not None]
+    training_only += [o for o in ("--weights", "--data-dir") if getattr(args, o[2:].replace("-", "_"))]
+    if training_only:
+        raise ValueError(f"compare: {', '.join(training_only)} need(s) --train DATASET (the training experiment)")
     for option in ("image_size", "batch", "repeats"):
         value = getattr(args, option)
         if value is not None and value <= 0:
