@@ -9,10 +9,11 @@
     tinydense gradcheck    check every op's backward pass against finite differences
     tinydense grade        run students' lesson notebooks and workspaces, write a CSV of verdicts
     tinydense compare      architectures side by side: parameters, multiply-adds, memory,
-                           measured throughput, published accuracy; the complexity chart
+                           measured throughput, published accuracy; the complexity chart;
+                           with --train, each model trained for an epoch (the seed notes' experiment)
 
 Bad input gives one line on stderr and a non-zero exit status, before any
-file is touched or any data are read. (About 450 lines: every command's options
+file is touched or any data are read. (About 550 lines: every command's options
 beside what the command does, one file for the whole command line; the work
 itself is in tinydense.training and tinydense.tools.)
 """
@@ -457,7 +458,8 @@ def _add_compare_parser(sub):
                         "each in a fresh process, and print parameters, multiply-adds per image and per batch of "
                         "128, seconds per epoch, peak memory and test accuracy")
     for option, kind, default, text in TRAIN_COMPARE_OPTIONS:
-        g.add_argument(option, type=kind, metavar="N", help=f"{text} (default: {default})")
+        g.add_argument(option, type=kind, metavar="N" if kind is int else "X",
+                       help=f"{text} (default: {'all' if default is None else default})")
     g.add_argument("--weights", nargs="+", metavar="NAME_OR_FILE",
                    help="start from pretrained weights: a name torchvision publishes for every model (DEFAULT, "
                         "IMAGENET1K_V1; downloaded once into the cache) or one file per model; the classifier is "
@@ -469,8 +471,8 @@ def _add_compare_parser(sub):
 # compare --train's options: (option, type, default, help); the defaults are the seed's
 TRAIN_COMPARE_OPTIONS = (("--epochs", int, 1, "epochs to train"), ("--batch-size", int, 32, "images per batch"),
                          ("--lr", float, 0.001, "SGD learning rate"), ("--momentum", float, 0.9, "SGD momentum"),
-                         ("--limit-train", int, None, "train on the first N training images only (all: none)"),
-                         ("--limit-test", int, None, "test on the first N test images only (all: none)"),
+                         ("--limit-train", int, None, "train on the first N training images only"),
+                         ("--limit-test", int, None, "test on the first N test images only"),
                          ("--seed", int, 0, "seed of the shuffling and the new weights"))
 
 

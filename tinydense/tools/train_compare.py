@@ -144,8 +144,8 @@ def _run_child(spec) -> dict:
     lines = proc.stdout.strip().splitlines()
     answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
     if proc.returncode != 0 or "error" in answer or "name" not in answer:
-        raise ValueError(f"compare --train: {spec['name']}: "
-                         + answer.get("error", f"the training process failed (exit status {proc.returncode})"))
+        error = answer.get("error", f"the training process failed (exit status {proc.returncode})")
+        raise ValueError(f"compare --train: {spec['name']}: " + (error if len(error) < 600 else error[:600] + " ..."))
     return answer
 
 
