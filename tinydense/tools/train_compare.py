@@ -50,8 +50,9 @@ SEED_NORMALISATION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))   # transforms.Normalize
 THOP_BATCH = 128                                             # the seed's thop.profile input: 128 x 3 x 32 x 32
 
 
-def _status_mb(field):
-    """VmRSS (now) or VmHWM (the peak since the start or the last reset) of this process, in MB (Linux)."""
+def process_memory_mb(field):
+    """VmRSS (now) or VmHWM (the peak since the start or the last reset) of this process, in MB (Linux;
+    benchmarks/bench_train.py reads it too)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -115,7 +116,7 @@ def train_one(spec) -> dict:
     mean, std = SEED_NORMALISATION
     loader = DataLoader(train, spec["batch_size"], shuffle=True, mean=mean, std=std, seed=spec["seed"])
     optimizer = SGD(model.parameters(), lr=spec["lr"], momentum=spec["momentum"])
-    before = _status_mb("VmRSS")
+    before = process_memory_mb("VmRSS")
     reset = _reset_peak()
     seconds = []
     for epoch in range(spec["epochs"]):
@@ -126,9 +127,9 @@ def train_one(spec) -> dict:
         for x, y in bar:
             loss, _ = train_step(model, optimizer, x, y)
             loss_sum, steps = loss_sum + float(loss), steps + 1
-            bar.set_postfix({"loss": f"{loss_sum / steps:.4f}", "memory (MB)": f"{_status_mb('VmRSS'):.0f}"})
+            bar.set_postfix({"loss": f"{loss_sum / steps:.4f}", "memory (MB)": f"{process_memory_mb('VmRSS'):.0f}"})
         seconds.append(time.perf_counter() - start)
-    peak = _status_mb("VmHWM")
+    peak = process_memory_mb("VmHWM")
     result = evaluate(model, DataLoader(test, spec["batch_size"], mean=mean, std=std), test.num_classes)
     return {"name": spec["name"], "weights": spec["weights"], "params": params, "macs": macs,
             "seconds": sum(seconds) / len(seconds), "peak_mb": max(peak - before, 0.0), "peak_reset": reset,
