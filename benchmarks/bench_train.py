@@ -53,12 +53,10 @@ TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"
 # --- child side: runs in a fresh process, prints one JSON line -------------------------
 
 def _status_mb(field):
-    """VmRSS (now) or VmHWM (peak) of this process, in MB (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    """VmRSS (now) or VmHWM (peak) of this process, in MB (Linux); imported when first
+    called, so that the child sets its threads before numpy is imported."""
+    from tinydense.tools.train_compare import process_memory_mb
+    return process_memory_mb(field)
 
 
 def _batch(np, batch, seed=0):

@@ -373,3 +373,79 @@ def test_gradcheck_table_reports_a_wrong_backward():
     assert not results[0].ok and "gradcheck failed" in results[0].detail
     table = format_table(results)
     assert "FAIL" in table and "0 of 1 ops pass" in table
+
+
+# --- evaluate A.npz B.npz ...: an ensemble (tools/ensemble.py) ------------------------------
+
+def _accuracies(stdout):
+    """{first word of a line: its test accuracy in %} of evaluate's ensemble table."""
+    return {line.split()[0]: float(line.split("test accuracy ")[1].split("%")[0])
+            for line in stdout.splitlines() if "test accuracy " in line}
+
+
+def test_an_ensemble_of_one_checkpoint_twice_is_that_checkpoint(run, data, tmp_path):
+    out, _ = run
+    single = tinydense("evaluate", out / "best.npz", "--data-dir", data, cwd=tmp_path)
+    twice = tinydense("evaluate", out / "best.npz", out / "best.npz", "--data-dir", data, cwd=tmp_path)
+    assert single.returncode == 0 and twice.returncode == 0, twice.stderr
+    alone = float(single.stdout.split("test accuracy ")[1].split("%")[0])
+    acc = _accuracies(twice.stdout)
+    assert acc[str(out / "best.npz")] == alone and acc["ensemble"] == alone, twice.stdout
+    assert "the averaged softmax of these 2" in twice.stdout and "the first 32, as the run used" in twice.stdout
+
+
+def test_an_ensemble_averages_the_softmax_of_its_members(run, data, tmp_path, capsys):
+    """Against numpy: each member's logits on its own normalisation, softmax, mean, argmax."""
+    from tinydense.autograd import Tensor, no_grad
+    from tinydense.data import DataLoader, load_cifar
+    from tinydense.training import load_model
+    out, _ = run
+    state = checkpoint.load(out / "best.npz")
+    rng = np.random.default_rng(1)
+    paths = [out / "best.npz"]
+    for i in range(2):                                # two more members: the weights moved at random
+        changed = {k: (v + 0.3 * rng.standard_normal(v.shape).astype(v.dtype)
+                       if k.endswith("weight") else v) for k, v in state["model"].items()}
+        checkpoint.save(dict(state, model=changed), tmp_path / f"m{i}.npz")
+        paths.append(tmp_path / f"m{i}.npz")
+    result = in_process("evaluate", *paths, "--data-dir", data, "--limit-test", "all", capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    test = load_cifar("cifar10", data, train=False)
+    probabilities = []
+    for path in paths:
+        model, s = load_model(path, device="cpu")
+        model.eval()
+        (x, y), = DataLoader(test, len(test), mean=s["data"]["mean"], std=s["data"]["std"])
+        with no_grad():
+            z = model(x).data.astype(np.float64)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        probabilities.append(e / e.sum(axis=1, keepdims=True))
+    labels = y.data
+    expected = [100 * np.mean(p.argmax(1) == labels) for p in probabilities]
+    expected.append(100 * np.mean(np.mean(probabilities, axis=0).argmax(1) == labels))
+    acc = _accuracies(result.stdout)
+    assert [acc[str(p)] for p in paths] + [acc["ensemble"]] == pytest.approx(expected, abs=0.006), result.stdout
+    assert result.stdout.count(" of 48)") == 4
+
+
+def test_an_ensemble_of_different_data_sets_or_bad_files_is_refused(run, data, tmp_path, capsys):
+    out, _ = run
+    state = checkpoint.load(out / "best.npz")
+    model = dict(state["model"])
+    model["classifier.weight"] = np.zeros((100, model["classifier.weight"].shape[1]), np.float32)
+    model["classifier.bias"] = np.zeros(100, np.float32)
+    checkpoint.save(dict(state, model=model, config=dict(state["config"], dataset="cifar100")),
+                    tmp_path / "c100.npz")
+    not_read = tmp_path / "not-read"                           # refused before any data are read
+    one_error_line(in_process("evaluate", out / "best.npz", tmp_path / "c100.npz", "--data-dir", not_read,
+                              capsys=capsys), "trained on different ones", "best.npz on cifar10",
+                   "c100.npz on cifar100")
+    (tmp_path / "junk.npz").write_bytes(b"\x00" * 64)
+    for bad, message in ((tmp_path / "missing.npz", "no checkpoint at"), (tmp_path / "junk.npz", "not a readable"),
+                         (tmp_path / "w.pth", "is a PyTorch file")):
+        one_error_line(in_process("evaluate", out / "best.npz", bad, "--data-dir", not_read, capsys=capsys),
+                       str(bad), message)
+    result = in_process("evaluate", out / "best.npz", out / "last.npz", "--plot", tmp_path / "c.png",
+                        "--data-dir", not_read, capsys=capsys)
+    one_error_line(result, "--plot draws the confusion matrix of one checkpoint", "2 were given")
+    assert not (tmp_path / "c.png").exists()

@@ -253,3 +253,17 @@ def test_cli_refuses_bad_input_before_any_work(args, fragments, capsys, tmp_path
     monkeypatch.setattr(cmp, "compare", lambda *a, **k: pytest.fail("compare ran"))
     one_error_line(in_process("compare", *args, capsys=capsys), *fragments)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_senets_are_listed_counted_and_coloured_without_an_accuracy():
+    from tinydense.tools.complexity_chart import COLOURS, family
+    se = ["se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101", "se_resnet152", "se_resnext50_32x4d"]
+    assert cmp.resolve(["SE-ResNet-50", "se_resnext50_32x4d"]) == ["se_resnet50", "se_resnext50_32x4d"]
+    assert set(se) <= set(cmp.OTHERS) and "cifar_se_resnet50" in cmp.resolve(["cifar"])
+    assert not set(cmp.ACCURACY) & {n for n in cmp.MODELS if "se_res" in n}        # no accuracy we cannot verify
+    assert {family(n) for n in se + ["cifar_se_resnet18", "cifar_se_resnext50_32x4d"]} == {"SENet"}
+    assert family("resnet50") == "ResNet" and family("cifar_resnet18") == "ResNet" and COLOURS["SENet"] not in (
+        COLOURS[f] for f in COLOURS if f != "SENet")
+    row, = cmp.compare(["se_resnet50"], image_size=32, measure_speed=False).rows
+    # torchvision ResNet-50's 25,557,032 + the SE 1x1 convolutions' 2,514,944 weights and 16,048 biases (issue 23)
+    assert row["params"] == 25_557_032 + 2_514_944 + 16_048 == 28_088_024

@@ -2,16 +2,18 @@
 
     tinydense train        train a model on CIFAR (default: DenseNet-BC L=100 k=12,
                            CIFAR-10, the paper's recipe, 300 epochs)
-    tinydense evaluate     test accuracy, per-class accuracy and confusion matrix of a checkpoint
+    tinydense evaluate     test accuracy, per-class accuracy and confusion matrix of a checkpoint;
+                           of several, each one's accuracy and their ensemble's (averaged softmax)
     tinydense plot         loss, accuracy and learning-rate curves of a run, as an image
     tinydense summary      the layer-by-layer table of a model
     tinydense gradcheck    check every op's backward pass against finite differences
     tinydense grade        run students' lesson notebooks and workspaces, write a CSV of verdicts
     tinydense compare      architectures side by side: parameters, multiply-adds, memory,
-                           measured throughput, published accuracy; the complexity chart
+                           measured throughput, published accuracy; the complexity chart;
+                           with --train, each model trained for an epoch (the seed notes' experiment)
 
 Bad input gives one line on stderr and a non-zero exit status, before any
-file is touched or any data are read. (About 450 lines: every command's options
+file is touched or any data are read. (About 550 lines: every command's options
 beside what the command does, one file for the whole command line; the work
 itself is in tinydense.training and tinydense.tools.)
 """
@@ -131,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p, training=True)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
-    p.add_argument("checkpoint", help="a run's best.npz or last.npz")
+    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint; "
+                                        "of several: each one's accuracy and their ensemble's")
+    p.add_argument("checkpoint", nargs="+", help="a run's best.npz or last.npz; several: each one's test accuracy "
+                                                 "and their ensemble's (the averaged softmax)")
     p.add_argument("--data-dir", help="directory holding the data set (default: $TINYDENSE_DATA, else the one "
                                       "the run recorded in the config.json beside the checkpoint, else data/)")
     _add_download_options(p)
@@ -254,32 +258,21 @@ def _confusion_path(args):
     from .tools.plots import check_image_path
     if args.plot is None:
         return None
-    checkpoint = Path(args.checkpoint)
+    if len(args.checkpoint) > 1:
+        raise ValueError(f"evaluate: --plot draws the confusion matrix of one checkpoint, and "
+                         f"{len(args.checkpoint)} were given; plot them one at a time")
+    checkpoint = Path(args.checkpoint[0])
     path = Path(args.plot) if args.plot else checkpoint.with_name(f"{checkpoint.stem}-confusion.png")
     check_image_path(path)
     return path
 
 
-def cmd_evaluate(args) -> int:
-    import numpy as np
-
-    from .tools.plots import plot_confusion
-    from .threads import set_blas_threads
-    from .training import evaluate, load_model
+def _test_images(args, checkpoint, config, download):
+    """(the test images ``evaluate`` uses, a phrase saying which): from --data-dir, else
+    $TINYDENSE_DATA, else the data folder the run recorded beside ``checkpoint``; the first
+    --limit-test of them, else as many as the run used."""
     from .training.runfiles import read_record
-    if args.batch_size is not None and args.batch_size <= 0:
-        raise ValueError(f"batch-size must be a positive integer, got {args.batch_size}")
-    if Path(args.checkpoint).suffix.lower() in (".pth", ".pt"):
-        raise ValueError(f"{args.checkpoint} is a PyTorch file: tinydense evaluate reads a tinydense run's "
-                         f"best.npz or last.npz. Load PyTorch weights in Python with tinydense.load_pth(path) and "
-                         f"model.load_state_dict(...)")
-    plot_path = _confusion_path(args)
-    download = _download(args)
-    if args.threads is not None:
-        set_blas_threads(args.threads)
-    model, state = load_model(args.checkpoint, device=args.device)
-    config = state["config"]
-    data_dir = default_data_dir(args.data_dir, recorded=read_record(Path(args.checkpoint).parent).get("data_dir"))
+    data_dir = default_data_dir(args.data_dir, recorded=read_record(Path(checkpoint).parent).get("data_dir"))
     test = load_cifar(config["dataset"], data_dir, train=False,
                       download=download is True or (download == "default" and data_dir == Path("data")))
     if args.limit_test is None:
@@ -288,13 +281,38 @@ def cmd_evaluate(args) -> int:
     else:
         limit = None if args.limit_test == "all" else args.limit_test
         which = f"the first {limit} (--limit-test {limit})" if limit else "all (--limit-test all)"
-    test = test.head(limit)
+    return test.head(limit), which
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from .tools.plots import plot_confusion
+    from .threads import set_blas_threads
+    from .training import evaluate, load_model
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise ValueError(f"batch-size must be a positive integer, got {args.batch_size}")
+    for path in args.checkpoint:
+        if Path(path).suffix.lower() in (".pth", ".pt"):
+            raise ValueError(f"{path} is a PyTorch file: tinydense evaluate reads a tinydense run's best.npz or "
+                             f"last.npz. Load PyTorch weights in Python with tinydense.load_pth(path) and "
+                             f"model.load_state_dict(...)")
+    plot_path = _confusion_path(args)
+    download = _download(args)
+    if args.threads is not None:
+        set_blas_threads(args.threads)
+    if len(args.checkpoint) > 1:
+        return _evaluate_ensemble(args, download)
+    checkpoint = args.checkpoint[0]
+    model, state = load_model(checkpoint, device=args.device)
+    config = state["config"]
+    test, which = _test_images(args, checkpoint, config, download)
     batch_size = args.batch_size or config["eval_batch_size"] or config["batch_size"]
     loader = DataLoader(test, batch_size, mean=state["data"]["mean"], std=state["data"]["std"],
                         device=config["device"])
     result = evaluate(model, loader, test.num_classes, progress=sys.stderr.isatty())
     confusion = result["confusion"]
-    print(f"{args.checkpoint}: {config['model']} L={config['depth']} on {config['dataset']}, after epoch "
+    print(f"{checkpoint}: {config['model']} L={config['depth']} on {config['dataset']}, after epoch "
           f"{int(state['epoch'])}: test accuracy {100 * result['acc']:.2f}% "
           f"({int(np.trace(confusion))} of {len(test)} test images: {which}), loss {result['loss']:.4f}")
     width = max(len(c) for c in test.classes)
@@ -312,9 +330,42 @@ def cmd_evaluate(args) -> int:
     elif plot_path is None:
         print(f"\n({len(test.classes)}x{len(test.classes)} confusion matrix: draw it with --plot)")
     if plot_path is not None:
-        plot_confusion(confusion, test.classes, plot_path, title=f"{Path(args.checkpoint).name}: "
+        plot_confusion(confusion, test.classes, plot_path, title=f"{Path(checkpoint).name}: "
                        f"test accuracy {100 * result['acc']:.2f}%")
         print(f"\nconfusion matrix drawn to {plot_path}")
+    return 0
+
+
+def _evaluate_ensemble(args, download) -> int:
+    """``evaluate A.npz B.npz ...``: each checkpoint's test accuracy and their ensemble's
+    (the averaged softmax, tools/ensemble.py), in one pass over the first run's test images."""
+    import numpy as np
+
+    from .tools.ensemble import evaluate_ensemble
+    from .training import load_model
+    loaded = [load_model(args.checkpoint[0], device=args.device)]       # each file checked and size-guarded
+    device = loaded[0][1]["config"]["device"]                           # every model on the first one's device
+    loaded += [load_model(path, device=device) for path in args.checkpoint[1:]]
+    datasets = [state["config"]["dataset"] for _, state in loaded]
+    if len(set(datasets)) > 1:
+        named = ", ".join(f"{path} on {d}" for path, d in zip(args.checkpoint, datasets))
+        raise ValueError(f"evaluate: an ensemble averages the class probabilities of models of one data set, "
+                         f"and these were trained on different ones ({named})")
+    config = loaded[0][1]["config"]
+    test, which = _test_images(args, args.checkpoint[0], config, download)
+    batch_size = args.batch_size or config["eval_batch_size"] or config["batch_size"]
+    loader = DataLoader(test, batch_size, mean=None, std=None, device=device)   # [0, 1]: each model normalises
+    result = evaluate_ensemble([model for model, _ in loaded], loader, test.num_classes,   # as its run did
+                               normalizations=[(s["data"]["mean"], s["data"]["std"]) for _, s in loaded],
+                               progress=sys.stderr.isatty())
+    width = max(len(str(p)) for p in args.checkpoint + ["ensemble"])
+    line = lambda r: (f"test accuracy {100 * r['acc']:.2f}% ({int(np.trace(r['confusion']))} of {len(test)}), "  # noqa
+                      f"loss {r['loss']:.4f}")
+    for path, (_, state), r in zip(args.checkpoint, loaded, result["members"]):
+        c = state["config"]
+        print(f"{str(path):<{width}}  {line(r)}  {c['model']} L={c['depth']}, after epoch {int(state['epoch'])}")
+    print(f"{'ensemble':<{width}}  {line(result['ensemble'])}  the averaged softmax of these {len(loaded)}")
+    print(f"({config['dataset']} test images: {which}, from {args.checkpoint[0]}'s run)")
     return 0
 
 
@@ -422,7 +473,45 @@ def _add_compare_parser(sub):
     p.add_argument("--plot", metavar="IMAGE", help="also draw the complexity chart (x: multiply-adds, y: "
                                                    "top-1 accuracy, bubble area: parameters); the suffix "
                                                    "chooses the format (.png, .svg, .pdf ...)")
+    g = p.add_argument_group("training (the seed notes' experiment: --train DATASET; tools/train_compare.py)")
+    g.add_argument("--train", choices=("cifar10", "cifar100"), metavar="DATASET",
+                   help="instead of the table above, train each model on DATASET (cifar10 or cifar100) at 32x32, "
+                        "each in a fresh process, and print parameters, multiply-adds per image and per batch of "
+                        "128, seconds per epoch, peak memory and test accuracy")
+    for option, kind, default, text in TRAIN_COMPARE_OPTIONS:
+        g.add_argument(option, type=kind, metavar="N" if kind is int else "X",
+                       help=f"{text} (default: {'all' if default is None else default})")
+    g.add_argument("--weights", nargs="+", metavar="NAME_OR_FILE",
+                   help="start from pretrained weights: a name torchvision publishes for every model (DEFAULT, "
+                        "IMAGENET1K_V1; downloaded once into the cache) or one file per model; the classifier is "
+                        "replaced (default: from scratch)")
+    g.add_argument("--data-dir", help="directory holding the data set (default: $TINYDENSE_DATA, else data/)")
     p.set_defaults(func=cmd_compare)
+
+
+# compare --train's options: (option, type, default, help); the defaults are the seed's
+TRAIN_COMPARE_OPTIONS = (("--epochs", int, 1, "epochs to train"), ("--batch-size", int, 32, "images per batch"),
+                         ("--lr", float, 0.001, "SGD learning rate"), ("--momentum", float, 0.9, "SGD momentum"),
+                         ("--limit-train", int, None, "train on the first N training images only"),
+                         ("--limit-test", int, None, "test on the first N test images only"),
+                         ("--seed", int, 0, "seed of the shuffling and the new weights"))
+
+
+def cmd_train_compare(args, names) -> int:
+    """``compare A B --train DATASET``: tools/train_compare.py's table."""
+    from .tools.train_compare import train_compare
+    clash = [o for o, given in (("--plot", args.plot), ("--image-size", args.image_size), ("--no-measure",
+             args.no_measure), ("--batch", args.batch != 2), ("--repeats", args.repeats != 3)) if given]
+    if clash:
+        raise ValueError(f"compare --train: {', '.join(clash)} belong to the table without --train; training "
+                         f"takes --batch-size, --epochs, --lr ...")
+    options = {option[2:].replace("-", "_"): default for option, _, default, _ in TRAIN_COMPARE_OPTIONS}
+    options.update({k: getattr(args, k) for k in options if getattr(args, k) is not None})
+    result = train_compare(names, args.train, default_data_dir(args.data_dir), weights=args.weights,
+                           threads=args.threads, progress=sys.stderr.isatty(),
+                           log=lambda text: print(text, file=sys.stderr, flush=True), **options)
+    print(result)
+    return 0
 
 
 def cmd_compare(args) -> int:
@@ -430,6 +519,12 @@ def cmd_compare(args) -> int:
     from .threads import set_blas_threads
     from .tools.plots import check_image_path
     names = resolve(args.models)                            # unknown names: refused before any work
+    if args.train:
+        return cmd_train_compare(args, names)
+    training_only = [o for o, *_ in TRAIN_COMPARE_OPTIONS if getattr(args, o[2:].replace("-", "_")) is not None]
+    training_only += [o for o in ("--weights", "--data-dir") if getattr(args, o[2:].replace("-", "_"))]
+    if training_only:
+        raise ValueError(f"compare: {', '.join(training_only)} need(s) --train DATASET (the training experiment)")
     for option in ("image_size", "batch", "repeats"):
         value = getattr(args, option)
         if value is not None and value <= 0:

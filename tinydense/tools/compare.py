@@ -106,8 +106,12 @@ ZOO = ("alexnet", "zfnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg1
        "wide_resnet50_2", "densenet121", "densenet169", "densenet201")
 # the 32x32 models (10 classes); densenet_bc is DenseNet-BC L=100 k=12
 CIFAR = ("densenet_bc", "cifar_resnet18", "cifar_resnet34", "cifar_resnet50", "cifar_resnext50_32x4d",
+         "cifar_se_resnet18", "cifar_se_resnet34", "cifar_se_resnet50", "cifar_se_resnext50_32x4d",
          "cifar_vgg11_bn", "cifar_vgg16_bn")
-OTHERS = ("alexnet_2012", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "densenet161", "densenet264")
+# also at 224x224, outside the zoo group; the SENets (lecture section 11) have no accuracy here: torchvision
+# publishes none, and timm's weights come from its own training recipe, not the paper's
+OTHERS = ("alexnet_2012", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "densenet161", "densenet264",
+          "se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101", "se_resnet152", "se_resnext50_32x4d")
 GROUPS = {"zoo": ZOO, "cifar": CIFAR}
 MODELS = ZOO + CIFAR + OTHERS
 

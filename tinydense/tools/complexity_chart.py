@@ -12,9 +12,10 @@ from .plots import check_image_path, figure, save_figure
 # families, for the chart's colours: (prefix, family)
 FAMILIES = (("alexnet", "AlexNet"), ("zfnet", "AlexNet"), ("vgg", "VGG"), ("cifar_vgg", "VGG"),
             ("googlenet", "GoogLeNet"), ("resnext", "ResNeXt"), ("cifar_resnext", "ResNeXt"),
-            ("wide_resnet", "ResNet"), ("resnet", "ResNet"), ("cifar_resnet", "ResNet"), ("densenet", "DenseNet"))
+            ("wide_resnet", "ResNet"), ("resnet", "ResNet"), ("cifar_resnet", "ResNet"), ("densenet", "DenseNet"),
+            ("se_res", "SENet"), ("cifar_se_", "SENet"))
 COLOURS = {"AlexNet": "tab:red", "VGG": "tab:orange", "GoogLeNet": "tab:green", "ResNet": "tab:blue",
-           "ResNeXt": "tab:purple", "DenseNet": "tab:brown", "other": "tab:gray"}
+           "ResNeXt": "tab:purple", "DenseNet": "tab:brown", "SENet": "tab:pink", "other": "tab:gray"}
 
 
 def family(name):

@@ -12,7 +12,7 @@ reports per layer:
                      conv     C_out*H'*W' * (C_in/groups)*kH*kW   (output elements x work per element)
                      linear   in * out
                      pooling  C*H'*W' * kH*kW            (global pooling: every input once)
-                     BN, ReLU, dropout, flatten, concatenation: 0
+                     BN, ReLU, Sigmoid, dropout, flatten, concatenation: 0
     memory         bytes of the layer's output (4 per float32 number)
 
 ``input_shape`` is (C, H, W) for one image or (N, C, H, W) for a batch of N,
