@@ -228,3 +228,57 @@ def test_bad_input_raises_before_any_state_changes():
         fused_layers.norm_relu(model.layer1[0].bn1, model.layer1[0].relu1, td.tensor(np.ones((1, 16, 1, 1))))
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+# --- ops/conv.py's layouts: the row layout's dx in one product or per image, im2col's dW in one product ---
+
+def naive_conv_grads(x, w, g, stride, padding, dilation, groups):
+    """y, dL/dx, dL/dW of a grouped convolution by sliding windows (NumPy only), for dL/dy = g."""
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    OH, OW = g.shape[2:]
+    y, gxpad, gw = np.zeros(g.shape), np.zeros(xpad.shape), np.zeros(w.shape)
+    Og = O // groups
+    for a in range(kh):
+        for b in range(kw):
+            patch = xpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw][:, :, :OH, :OW]
+            for gi in range(groups):
+                xs, ws = patch[:, gi * Cg:(gi + 1) * Cg], w[gi * Og:(gi + 1) * Og, :, a, b]
+                gs = g[:, gi * Og:(gi + 1) * Og]
+                y[:, gi * Og:(gi + 1) * Og] += np.einsum("oc,nchw->nohw", ws, xs)
+                gw[gi * Og:(gi + 1) * Og, :, a, b] += np.einsum("nohw,nchw->oc", gs, xs)
+                gxpad[:, gi * Cg:(gi + 1) * Cg, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw] += \
+                    np.einsum("oc,nohw->nchw", ws, gs)
+    return y, gxpad[:, :, ph:ph + H, pw:pw + W], gw
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 3), groups=st.integers(1, 3), cg=st.integers(1, 3), og=st.integers(1, 3),
+       size=st.integers(3, 9), k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 2),
+       dilation=st.integers(1, 2), per_image=st.sampled_from([1, 10 ** 9]), seed=st.integers(0, 2 ** 16))
+def test_conv_layouts_against_sliding_windows(n, groups, cg, og, size, k, stride, padding, dilation, per_image,
+                                              seed):
+    """Every layout of ops/conv.py (1x1, rows with dx per image or in one product, im2col)."""
+    from tinydense.ops import conv
+    default, conv.PER_IMAGE_COLUMNS = conv.PER_IMAGE_COLUMNS, per_image
+    try:
+        _check_conv(n, groups, cg, og, size, k, stride, padding, dilation, seed)
+    finally:
+        conv.PER_IMAGE_COLUMNS = default
+
+
+def _check_conv(n, groups, cg, og, size, k, stride, padding, dilation, seed):
+    rng = np.random.default_rng(seed)
+    if size + 2 * padding < dilation * (k - 1) + 1:
+        padding = 2
+    x_np = rng.standard_normal((n, groups * cg, size, size))
+    w_np = rng.standard_normal((groups * og, cg, k, k))
+    x, w = td.tensor(x_np, requires_grad=True), td.tensor(w_np, requires_grad=True)
+    y = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    g = rng.standard_normal(y.shape)
+    y.backward(g)
+    ref = naive_conv_grads(x_np, w_np, g, (stride,) * 2, (padding,) * 2, (dilation,) * 2, groups)
+    for got, want in zip((y.numpy(), x.grad, w.grad), ref):
+        np.testing.assert_allclose(got, want, **TOL)

@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import numbers
 
-from .. import backend
+from .. import backend, memory
 from ..autograd import Function
+from . import parallel
 from .geometry import window_geometry
 
 
@@ -94,7 +95,7 @@ class Conv2d(Function):
         if self.path == "im2col":
             # cols[n, c, a, b, i, j] = xpad[n, c, i*sH + a*dH, j*sW + b*dW]: one strided copy per tap
             xpad = _pad(x, ph, pw)
-            cols = xp.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
+            cols = _pooled((N, C, kh, kw, OH, OW), x.dtype, x, keep=True)
             for a in range(kh):
                 for b in range(kw):
                     cols[:, :, a, b] = xpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw]
@@ -123,12 +124,17 @@ class Conv2d(Function):
             OH, OW = g.shape[2:]
             g_flat = g.reshape(N, G, Og, OH * OW)
             gx = gw = None
-            if need_w:   # dW = sum_n g[n] @ cols[n]^T, per group
-                gw = _matmul(g_flat, self.cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
+            if need_w:   # dW = sum_n g[n] @ cols[n]^T, per group: ONE product over all images' columns,
+                # (O/G, N*OH*OW) @ (N*OH*OW, C/G*T) (per-image products have only OH*OW terms each)
+                g_all = g_flat.transpose(1, 2, 0, 3).reshape(G, Og, -1)
+                cols_all = _copy_into(_pooled((G, self.cols.shape[2], N, OH * OW), g.dtype, g),
+                                      self.cols.transpose(1, 2, 0, 3))
+                gw = _matmul(g_all, cols_all.reshape(G, -1, N * OH * OW).transpose(0, 2, 1)).reshape(self.weight.shape)
             if need_x:   # col2im: every tap adds its patch gradient back (a loop over taps only)
                 w_t = self.weight.reshape(G, Og, -1).transpose(0, 2, 1)                 # (G, C/G*T, O/G)
                 dcols = _matmul(w_t, g_flat).reshape(N, C, kh, kw, OH, OW)
-                gxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=g.dtype)
+                gxpad = _pooled((N, C, H + 2 * ph, W + 2 * pw), g.dtype, g)
+                gxpad.fill(0)
                 for a in range(kh):
                     for b in range(kw):
                         gxpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw] += dcols[:, :, a, b]
@@ -175,13 +181,14 @@ class Conv2d(Function):
         Hf, Wf = self.frame = _frame(H, W, ph, pw, OH, OW)
         L = N * Hf * Wf
         self.offsets = [a * dh * Wf + b * dw for a in range(kh) for b in range(kw)]
-        xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1]).reshape(G, Cg, -1)  # (G, C/G, L + tail)
         # Whichever side has fewer channels gets the T-fold intermediate (T*min(O, C)/G rows):
-        if Og <= Cg:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail), then T shifted adds
+        keep_rows = Og <= Cg        # then backward needs xrows (else the shifted copies xcols)
+        xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1], keep=keep_rows).reshape(G, Cg, -1)
+        if keep_rows:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail), then T shifted adds
             y_rows = _sum_shifts(_matmul(_taps_outputs_by_inputs(weight, G), xrows), self.offsets, Og, L)
             self.xrows = xrows
         else:          # T shifted copies of x stacked (im2col), then (O/G, T*C/G) @ (T*C/G, L)
-            xcols = _stack_shifts(xrows, self.offsets, L)
+            xcols = _stack_shifts(xrows, self.offsets, L, keep=True)
             y_rows = _matmul(_outputs_by_taps_inputs(weight, G), xcols)
             self.xcols = xcols
         return _from_rows(y_rows.reshape(O, L), 0, 0, OH, OW, N, Hf, Wf)
@@ -206,12 +213,15 @@ class Conv2d(Function):
             if need_w:   # dW[o, c, t] = sum_q g[o, q - offset_t] x[c, q]
                 gw = _matmul(gcols, self.xrows[:, :, :L].transpose(0, 2, 1))      # (G, T*O/G, C/G)
                 gw = _weight_from_taps_outputs(gw, self.weight.shape)
-            if need_x:   # one product per image on strided views of gcols, so the result
-                # comes out image-major (N, C, Hf*Wf) and needs no transposing copy
+            if need_x:
                 w_taps = _taps_outputs_by_inputs(self.weight, G).transpose(0, 2, 1)    # (G, C/G, T*O/G)
-                per_image = gcols.reshape(G, -1, N, Hf * Wf).transpose(2, 0, 1, 3)  # (N, G, T*O/G, Hf*Wf)
-                dxpad = _matmul(w_taps, per_image).reshape(N, C, Hf, Wf)
-                gx = dxpad[:, :, ph:ph + H, pw:pw + W].copy()
+                if Hf * Wf >= PER_IMAGE_COLUMNS:   # one product per image on strided views of gcols:
+                    # the result comes out image-major (N, C, Hf*Wf), no transposing copy needed
+                    per_image = gcols.reshape(G, -1, N, Hf * Wf).transpose(2, 0, 1, 3)  # (N, G, T*O/G, Hf*Wf)
+                    dxpad = _matmul(w_taps, per_image).reshape(N, C, Hf, Wf)
+                    gx = dxpad[:, :, ph:ph + H, pw:pw + W].copy()
+                else:      # small images: one (C/G, T*O/G) @ (T*O/G, L) product, then the transposing copy
+                    gx = _from_rows(_matmul(w_taps, gcols).reshape(C, L), ph, pw, H, W, N, Hf, Wf)
         else:          # every tap's product with g (T*C/G rows), then T shifted adds
             if need_w:   # dW[o, (t, c)] = sum_p g[o, p] xcols[(t, c), p]
                 gw = _matmul(g_rows[:, :, front:], self.xcols.transpose(0, 2, 1))  # (G, O/G, T*C/G)
@@ -224,6 +234,25 @@ class Conv2d(Function):
 
 
 # --- the row layout's helpers --------------------------------------------------------------
+# dx of the row layout: per-image products from images of this many frame positions on
+# (32x32 images: 33*33); below it the products are too thin, and one product over the
+# whole batch plus a transposing copy is faster (ResNet-18's 16x16, 8x8 and 4x4 stages).
+PER_IMAGE_COLUMNS = 1024
+
+
+def _pooled(shape, dtype, like, keep=False):
+    """An uninitialised array from the pool (tinydense/memory.py): ``keep`` (for backward,
+    ``memory.empty``) or scratch; a new one in the fused ops' worker threads (ops/parallel.py)."""
+    if parallel.in_worker():
+        return backend.get_array_module(like).empty(shape, dtype)
+    return (memory.empty if keep else memory.scratch)(shape, dtype, like=like)
+
+
+def _copy_into(out, a):
+    out[...] = a
+    return out
+
+
 def _frame(H, W, ph, pw, OH, OW):
     """Height and width of the frame each image gets in the row layout: the
     image plus its padding on one side (the other side's padding is the next
@@ -231,15 +260,16 @@ def _frame(H, W, ph, pw, OH, OW):
     return max(H + ph, OH), max(W + pw, OW)
 
 
-def _image_rows(a, top, left, Hf, Wf, front=0, tail=0):
+def _image_rows(a, top, left, Hf, Wf, front=0, tail=0, keep=False):
     """(N, K, h, w) -> (K, front + N*Hf*Wf + tail): channel k's images, each
     placed at (top, left) inside an Hf x Wf frame of zeros, laid end to end in
     one row, with ``front`` and ``tail`` extra zeros so shifted slices fit.
-    The transpose to channel-major comes free with this (needed) copy."""
-    xp = backend.get_array_module(a)
+    The transpose to channel-major comes free with this (needed) copy. The array
+    comes from the pool (tinydense/memory.py): ``keep`` it for backward, or scratch."""
     N, K, h, w = a.shape
     L = N * Hf * Wf
-    rows = xp.zeros((K, front + L + tail), dtype=a.dtype)
+    rows = _pooled((K, front + L + tail), a.dtype, a, keep)
+    rows.fill(0)
     frames = rows[:, front:front + L].reshape(K, N, Hf, Wf)
     frames[:, :, top:top + h, left:left + w] = a.transpose(1, 0, 2, 3)
     return rows
@@ -253,12 +283,12 @@ def _from_rows(rows, top, left, h, w, N, Hf, Wf):
     return frames.transpose(1, 0, 2, 3).copy()
 
 
-def _stack_shifts(rows, offsets, length):
+def _stack_shifts(rows, offsets, length, keep=False):
     """(G, K, M) -> (G, T*K, length): block t is rows[:, :, offsets[t] : offsets[t] + length].
-    This IS the im2col matrix of every group, built with T contiguous copies."""
-    xp = backend.get_array_module(rows)
+    This IS the im2col matrix of every group, built with T contiguous copies (into an array
+    from the pool: ``keep`` it for backward, or scratch)."""
     G, K = rows.shape[:2]
-    out = xp.empty((G, len(offsets) * K, length), dtype=rows.dtype)
+    out = _pooled((G, len(offsets) * K, length), rows.dtype, rows, keep)
     for t, off in enumerate(offsets):
         out[:, t * K:(t + 1) * K] = rows[:, :, off:off + length]
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -71,6 +72,11 @@ def own_threads(like):
         _active.pop()
         for lib, count in zip(libraries, before):
             lib.set_num_threads(count)
+
+
+def in_worker():
+    """Whether the calling thread is one of ``parallel``'s workers (which may not use the pool)."""
+    return threading.current_thread().name.startswith("tinydense")
 
 
 def split(n, parts=None):
