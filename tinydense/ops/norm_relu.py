@@ -5,20 +5,22 @@ fast path of the plain networks' Conv-BN-ReLU and BN-ReLU-Conv (models/fused_lay
     AddReLU:        z = relu(a + b)                a, b, z (N, C, H, W)
 
 They compute what the textbook ops compute (ops/norm.py, ops/activation.py,
-ops/arithmetic.py's Add), in the same order, so float32 results are the same but
-for the variance's sum (below); what changes is how often the data is read and
-written, and by how many cores:
+ops/arithmetic.py's Add), with the same formulas grouped differently (float64: the
+same numbers to 1e-10; float32: within the textbook's own rounding); what changes is
+how often the data is read and written, and by how many cores:
 
-- forward: x - mean, xhat and z are written into arrays made once (from the pool in
-  tinydense/memory.py) instead of one new array per step of the formula, and the
-  ReLU is applied in place on batch norm's output: z is stored for backward (its
-  mask z > 0 is the ReLU's), xhat for batch norm's backward; nothing else.
-- backward: the ReLU's mask is applied as batch norm's backward reads g; AddReLU
-  returns ONE masked gradient for both of its inputs (no copies).
+- forward: v = x - mean and z are written into arrays made once (from the pool in
+  tinydense/memory.py) instead of one new array per step of the formula, batch
+  norm's scale and shift applied in one multiply-add, z = relu(v * weight * invstd + bias),
+  the ReLU in place: z is stored for backward (its mask z > 0 is the ReLU's), v for
+  batch norm's (xhat = v * invstd); nothing else.
+- backward: the ReLU's mask is applied as batch norm's backward reads g, its sums
+  are taken without temporaries, and dx = scale * g + per-channel terms in three
+  passes; AddReLU returns ONE masked gradient for both of its inputs (no copies).
 - every pass runs on ``threads()`` ranges of channels at once (ops/parallel.py).
 
-The variance is summed image by image (H*W squares per channel in x's dtype, the
-images' sums in float64), as ops/channel_major.py's ``sums_of_squares`` does,
+The variance and sum(g * v) are summed image by image (H*W products per channel in x's
+dtype, the images' sums in float64), as ops/channel_major.py's ``sums_of_squares`` does,
 without a temporary of x's size; the textbook squares into a new array first.
 """
 from __future__ import annotations
@@ -38,75 +40,77 @@ def _column(v):
     return v.reshape(1, -1, 1, 1)
 
 
-def _sum_squares(a):
-    """Per-channel sum of squares of a (N, C, H, W), float64: one einsum per image."""
+def _sum_products(a, b):
+    """Per-channel sum of a * b over (N, H, W) for a, b (N, C, H, W), float64: one einsum per
+    image (H*W products in a's dtype), no temporary of a's size."""
     total = np.zeros(a.shape[1], dtype=np.float64)
     for n in range(a.shape[0]):
-        total += np.einsum("chw,chw->c", a[n], a[n])
+        total += np.einsum("chw,chw->c", a[n], b[n])
     return total
 
 
 class BatchNormReLU(Function):
-    """z = relu(batch_norm(x; weight, bias)) for x (N, C, H, W), in one op (module docstring)."""
+    """z = relu(batch_norm(x; weight, bias)) for x (N, C, H, W), in one op (module docstring).
+
+    Keeps v = x - mean (training: the batch's mean; eval: the running mean) and z: batch norm's
+    xhat is v * invstd, so forward writes v, then z = relu(v * (weight * invstd) + bias)."""
 
     def forward(self, x, weight, bias, running_mean=None, running_var=None, training=False, momentum=0.1,
                 eps=1e-5):
         N, C, H, W = x.shape
         M = N * H * W
         keep = is_grad_enabled() and any(self.needs_grad)
-        xhat = memory.empty(x.shape, x.dtype) if keep else memory.scratch(x.shape, x.dtype)
+        v = memory.empty(x.shape, x.dtype) if keep else memory.scratch(x.shape, x.dtype)
         z = memory.empty(x.shape, x.dtype)
 
         def part(i, lo, hi):
-            xs, hs, zs = x[:, lo:hi], xhat[:, lo:hi], z[:, lo:hi]
+            xs, vs, zs = x[:, lo:hi], v[:, lo:hi], z[:, lo:hi]
             if training:       # batch statistics, as ops/norm.py's batch_statistics
                 mean = xs.sum(axis=(0, 2, 3), dtype=np.float64) / M
-                np.subtract(xs, _column(mean.astype(x.dtype)), out=hs)
-                var = _sum_squares(hs) / M
+                np.subtract(xs, _column(mean.astype(x.dtype)), out=vs)
+                var = _sum_products(vs, vs) / M
             else:
                 mean, var = running_mean[lo:hi], running_var[lo:hi]
-                np.subtract(xs, _column(mean), out=hs)
+                np.subtract(xs, _column(mean), out=vs)
             invstd = inverse_std(var, eps, x.dtype)
-            np.multiply(hs, _column(invstd), out=hs)                        # xhat
-            np.multiply(hs, _column(weight[lo:hi]), out=zs)                 # weight * xhat + bias
+            np.multiply(vs, _column(weight[lo:hi] * invstd), out=zs)        # weight * xhat + bias
             zs += _column(bias[lo:hi])
             np.maximum(zs, 0, out=zs)                                       # relu, in place
             return mean, var, invstd
 
         with parallel.own_threads(x):
-            mean, var, invstd = (np.concatenate(v) for v in zip(*parallel.parallel(part, parallel.split(C))))
+            mean, var, invstd = (np.concatenate(values) for values in zip(*parallel.parallel(part, parallel.split(C))))
         if training and running_mean is not None:
             update_running_statistics(running_mean, running_var, mean, var, M, momentum)
         if keep:
-            self.xhat, self.z, self.invstd, self.weight, self.training = xhat, z, invstd, weight, training
+            self.v, self.z, self.invstd, self.weight, self.training = v, z, invstd, weight, training
         return z
 
     def backward(self, g):
-        xhat, z = self.xhat, self.z
+        v, z, invstd = self.v, self.z, self.invstd
         N, C, H, W = g.shape
         M = g.dtype.type(N * H * W)
         d = memory.scratch(g.shape, g.dtype)          # g through the ReLU
         gx = memory.scratch(g.shape, g.dtype)
-        tmp = memory.scratch(g.shape, g.dtype) if self.training else None
-        scale = self.weight * self.invstd
+        scale = self.weight * invstd
 
         def part(i, lo, hi):
-            ds, hs, gs = d[:, lo:hi], xhat[:, lo:hi], gx[:, lo:hi]
+            ds, vs, gs = d[:, lo:hi], v[:, lo:hi], gx[:, lo:hi]
             np.multiply(g[:, lo:hi], z[:, lo:hi] > 0, out=ds)
             sum_g = ds.sum(axis=(0, 2, 3))
-            ts = tmp[:, lo:hi] if self.training else gs
-            sum_g_xhat = np.multiply(ds, hs, out=ts).sum(axis=(0, 2, 3))
-            if self.training:   # scale / M * (M g - sum g - xhat * sum(g xhat)), as ops/norm.py
-                np.multiply(ds, M, out=gs)
-                gs -= _column(sum_g)
-                gs -= np.multiply(hs, _column(sum_g_xhat), out=ts)
-                gs *= _column(scale[lo:hi] / M)
+            sum_g_xhat = (_sum_products(ds, vs) * invstd[lo:hi]).astype(g.dtype)    # sum g * xhat
+            k = scale[lo:hi]
+            if self.training:   # scale / M * (M g - sum g - xhat * sum(g xhat)), ops/norm.py's, as
+                # scale * g - scale * sum(g) / M - v * (scale * invstd * sum(g xhat) / M)
+                np.multiply(vs, _column(-k * invstd[lo:hi] * sum_g_xhat / M), out=gs)
+                gs -= _column(k * sum_g / M)
+                gs += np.multiply(ds, _column(k), out=ds)
             else:
-                np.multiply(ds, _column(scale[lo:hi]), out=gs)
+                np.multiply(ds, _column(k), out=gs)
             return sum_g_xhat, sum_g
 
         with parallel.own_threads(g):
-            gweight, gbias = (np.concatenate(v) for v in zip(*parallel.parallel(part, parallel.split(C))))
+            gweight, gbias = (np.concatenate(values) for values in zip(*parallel.parallel(part, parallel.split(C))))
         return (gx if self.needs_grad[0] else None), gweight, gbias
 
 
