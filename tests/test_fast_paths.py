@@ -257,16 +257,20 @@ def naive_conv_grads(x, w, g, stride, padding, dilation, groups):
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 3), groups=st.integers(1, 3), cg=st.integers(1, 3), og=st.integers(1, 3),
        size=st.integers(3, 9), k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 2),
-       dilation=st.integers(1, 2), per_image=st.sampled_from([1, 10 ** 9]), seed=st.integers(0, 2 ** 16))
+       dilation=st.integers(1, 2), per_image=st.sampled_from([1, 10 ** 9]), chunk=st.sampled_from([5, 1024]),
+       threads=st.integers(1, 3), seed=st.integers(0, 2 ** 16))
 def test_conv_layouts_against_sliding_windows(n, groups, cg, og, size, k, stride, padding, dilation, per_image,
-                                              seed):
-    """Every layout of ops/conv.py (1x1, rows with dx per image or in one product, im2col)."""
+                                              chunk, threads, seed):
+    """Every layout of ops/conv.py (1x1, rows with dx per image or in one product, the taps'
+    product in one chunk or several among 1 to 3 threads, im2col)."""
     from tinydense.ops import conv
-    default, conv.PER_IMAGE_COLUMNS = conv.PER_IMAGE_COLUMNS, per_image
+    defaults = conv.PER_IMAGE_COLUMNS, conv.ROWS_CHUNK
+    conv.PER_IMAGE_COLUMNS, conv.ROWS_CHUNK = per_image, chunk
     try:
-        _check_conv(n, groups, cg, og, size, k, stride, padding, dilation, seed)
+        with threadpool_limits(threads):
+            _check_conv(n, groups, cg, og, size, k, stride, padding, dilation, seed)
     finally:
-        conv.PER_IMAGE_COLUMNS = default
+        conv.PER_IMAGE_COLUMNS, conv.ROWS_CHUNK = defaults
 
 
 def _check_conv(n, groups, cg, og, size, k, stride, padding, dilation, seed):

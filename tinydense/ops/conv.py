@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from .. import backend, memory
 from ..autograd import Function
 from . import parallel
@@ -197,7 +199,7 @@ class Conv2d(Function):
         keep_rows = Og <= Cg        # then backward needs xrows (else the shifted copies xcols)
         xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1], keep=keep_rows).reshape(G, Cg, -1)
         if keep_rows:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail), then T shifted adds
-            y_rows = _sum_shifts(_matmul(_taps_outputs_by_inputs(weight, G), xrows), self.offsets, Og, L)
+            y_rows = _taps_then_shifts(_taps_outputs_by_inputs(weight, G), xrows, self.offsets, Og, L)
             self.xrows = xrows
         else:          # T shifted copies of x stacked (im2col), then (O/G, T*C/G) @ (T*C/G, L)
             xcols = _stack_shifts(xrows, self.offsets, L, keep=True)
@@ -273,6 +275,31 @@ def _from_channel_major(a, N, H, W):
     """(G, K, N*H*W) -> (N, G*K, H, W): the transposing copy back (a new array)."""
     G, K = a.shape[:2]
     return a.reshape(G * K, N, H, W).transpose(1, 0, 2, 3).copy()
+
+
+# The taps' product of the row layout, (T*O/G, C/G) @ (C/G, L + tail), is T times the output's size:
+# it is made ROWS_CHUNK columns at a time, so that each piece is summed while it is in the
+# cache, the pieces shared among the fused ops' threads (ops/parallel.py).
+ROWS_CHUNK = 1024
+
+
+def _taps_then_shifts(w_taps, xrows, offsets, K, length):
+    """(G, T*K, C) @ (G, C, length + tail) summed at the taps' shifts: ``_sum_shifts`` of the whole
+    product, ROWS_CHUNK output columns at a time. Returns (G, K, length)."""
+    xp = backend.get_array_module(xrows)
+    if xp is not np or parallel.inside():
+        return _sum_shifts(_matmul(w_taps, xrows), offsets, K, length)
+    out = _pooled((xrows.shape[0], K, length), xrows.dtype, xrows)
+    tail = offsets[-1]
+
+    def part(i, lo, hi):
+        for a in range(lo, hi, ROWS_CHUNK):
+            b = min(a + ROWS_CHUNK, hi)
+            out[:, :, a:b] = _sum_shifts(_matmul(w_taps, xrows[:, :, a:b + tail]), offsets, K, b - a)
+
+    with parallel.own_threads(xrows):
+        parallel.parallel(part, parallel.split(length))
+    return out
 
 
 def _copy_into(out, a):

@@ -79,6 +79,12 @@ def in_worker():
     return threading.current_thread().name.startswith("tinydense")
 
 
+def inside():
+    """Whether the calling thread already runs a part of a fused op (a worker, or the calling
+    thread within ``own_threads``): then its work runs where it is, not split again."""
+    return in_worker() or len(_active) > 1
+
+
 def split(n, parts=None):
     """range(n) as at most ``parts`` (default: the active thread count) contiguous (lo, hi) ranges."""
     parts = max(1, min(n, _active[-1] if parts is None else parts))
