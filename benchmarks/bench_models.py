@@ -281,7 +281,8 @@ def main(argv=None):
           f"{'eval256 td/pt':>13} | {'GFLOP':>5} {'floor s':>7} {'td/floor':>8} {'pt/floor':>8}"
           + (" | textbook s" if args.textbook else ""))
     for name in args.models:
-        r = run_child({"kind": "compare", "model": name, "frameworks": frameworks, "repeats": args.repeats,
+        plain = [f for f in frameworks if f != "textbook" or not name.startswith("densenet")]   # FUSE: plain nets
+        r = run_child({"kind": "compare", "model": name, "frameworks": plain, "repeats": args.repeats,
                        "eval_repeats": args.eval_repeats}, args.threads, script=__file__)
         floor = r["step_gflop"] / r["sgemm_gflops"]
         s, e64, e256 = r["step_s"], r["eval64_images_per_s"], r["eval256_images_per_s"]
@@ -289,7 +290,7 @@ def main(argv=None):
         print(f"{name:>17} {MODELS[name][2]:>5} | {s['tinydense']:7.2f} {s['torch']:7.2f} {r['step_ratio']:5.2f} | "
               f"{e64['tinydense'] / e64['torch']:12.2f} {e256['tinydense'] / e256['torch']:13.2f} | "
               f"{r['step_gflop']:5.0f} {floor:7.2f} {s['tinydense'] / floor:8.2f} {s['torch'] / floor:8.2f}"
-              + (f" | {s['textbook']:.2f}" if args.textbook else ""), flush=True)
+              + (f" | {s['textbook']:.2f}" if "textbook" in s else ""), flush=True)
         if r["params"]["tinydense"] != r["params"]["torch"]:
             print(f"   parameter counts differ: {r['params']}")
         result["models"][name] = r

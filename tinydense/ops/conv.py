@@ -197,10 +197,15 @@ class Conv2d(Function):
         self.offsets = [a * dh * Wf + b * dw for a in range(kh) for b in range(kw)]
         # Whichever side has fewer channels gets the T-fold intermediate (T*min(O, C)/G rows):
         keep_rows = Og <= Cg        # then backward needs xrows (else the shifted copies xcols)
-        xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1], keep=keep_rows).reshape(G, Cg, -1)
+        # Outside the fused ops, x itself is kept and xrows made again in backward (one copy,
+        # and one activation fewer kept for backward); the fused ops reuse their buffers, so
+        # there the op keeps its own copy.
+        rebuild = keep_rows and not parallel.inside()
+        xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1],
+                            keep=keep_rows and not rebuild).reshape(G, Cg, -1)
         if keep_rows:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail), then T shifted adds
             y_rows = _taps_then_shifts(_taps_outputs_by_inputs(weight, G), xrows, self.offsets, Og, L)
-            self.xrows = xrows
+            self.xrows, self.x = (None, x) if rebuild else (xrows, None)
         else:          # T shifted copies of x stacked (im2col), then (O/G, T*C/G) @ (T*C/G, L)
             xcols = _stack_shifts(xrows, self.offsets, L, keep=True)
             y_rows = _matmul(_outputs_by_taps_inputs(weight, G), xcols)
@@ -225,7 +230,8 @@ class Conv2d(Function):
         if Og <= Cg:   # stack the T shifted copies of g (T*O/G rows): serves dx and dW
             gcols = _stack_shifts(g_rows, back, L)                                  # (G, T*O/G, L)
             if need_w:   # dW[o, c, t] = sum_q g[o, q - offset_t] x[c, q]
-                gw = _matmul(gcols, self.xrows[:, :, :L].transpose(0, 2, 1))      # (G, T*O/G, C/G)
+                xrows = self.xrows if self.xrows is not None else _image_rows(self.x, ph, pw, Hf, Wf)
+                gw = _matmul(gcols, xrows.reshape(G, Cg, -1)[:, :, :L].transpose(0, 2, 1))   # (G, T*O/G, C/G)
                 gw = _weight_from_taps_outputs(gw, self.weight.shape)
             if need_x:
                 w_taps = _taps_outputs_by_inputs(self.weight, G).transpose(0, 2, 1)    # (G, C/G, T*O/G)

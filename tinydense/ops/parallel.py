@@ -59,7 +59,11 @@ def own_threads(like):
     """Within: BLAS single-threaded, and ``parallel`` splits work into ``threads(like)`` parts."""
     n = threads(like)
     if n == 1:
-        yield
+        _active.append(1)      # still inside a fused op (``inside``)
+        try:
+            yield
+        finally:
+            _active.pop()
         return
     libraries = _blas_libraries()
     before = [lib.num_threads for lib in libraries]
