@@ -43,7 +43,14 @@ this file as methods named after them:
    padding of one row the left padding of the next row), so each image sits in
    an Hf x Wf = (H + pH) x (W + pW) frame. Outputs at the frame's padding
    positions are computed and thrown away: 6% extra work for 3x3 on 32x32, 27%
-   on 8x8. See ``_frame``, ``_stack_shifts`` and ``_sum_shifts``.
+   on 8x8. See ``_frame``, ``_stack_shifts`` and ``_sum_shifts``. The taps'
+   product is made a chunk of columns at a time on the fused ops' threads
+   (``_taps_then_shifts``), and outside the fused ops the input itself is kept
+   for backward, not its padded copy.
+
+All big temporaries come from tinydense's pool (tinydense/memory.py). Over 400
+lines because the textbook form and the two layouts it explains belong in one
+file: a student compares them side by side, and they share the weight's views.
 """
 from __future__ import annotations
 
