@@ -4,6 +4,8 @@ parameter gradients, input gradient, running statistics and num_batches_tracked 
 in float64 (train and eval mode); the ops alone on random shapes (hypothesis), split among
 1 to 3 threads; float32 within the textbook path's own error; hooks, ``override`` and
 student-replaced modules fall back to the textbook path; state-dict names unchanged."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,7 +16,7 @@ import tinydense as td
 import tinydense.functional as F
 from tinydense import models, nn
 from tinydense.models import fused_layers
-from tinydense.ops import activation, norm as norm_ops
+from tinydense.ops import activation, norm as norm_ops, norm_relu
 from tinydense.ops.norm_relu import AddReLU, BatchNormReLU
 
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -79,6 +81,16 @@ def test_models_give_the_textbook_numbers(kind, training, monkeypatch):
 
 # --- the ops alone, random shapes ------------------------------------------------------------
 
+@contextlib.contextmanager
+def threaded():
+    """norm_relu's ops with their passes split among the threads (off by default)."""
+    before, norm_relu.THREADED = norm_relu.THREADED, True
+    try:
+        yield
+    finally:
+        norm_relu.THREADED = before
+
+
 def textbook_bn_relu(x, w, b, rm, rv, training, momentum, eps, residual=None):
     y = F.batch_norm(x, rm, rv, w, b, training=training, momentum=momentum, eps=eps)
     return F.relu(y if residual is None else y + residual)
@@ -99,7 +111,7 @@ def test_batch_norm_relu_op_is_the_textbook_pair(n, c, h, w, training, threads, 
     for fused in (False, True):
         x, weight, bias = (td.tensor(v.copy(), requires_grad=True) for v in (xs, wv, bv))
         rm, rv = rng.standard_normal(c) * 0 + 0.5, np.full(c, 2.0)
-        with threadpool_limits(threads):
+        with threadpool_limits(threads), threaded():
             if fused:
                 out = BatchNormReLU.apply(x, weight, bias, running_mean=rm, running_var=rv, training=training,
                                           momentum=0.3, eps=1e-3)
@@ -120,7 +132,7 @@ def test_add_relu_op_is_the_textbook_pair(shape, threads, seed):
     results = []
     for fused in (False, True):
         a, b = td.tensor(av.copy(), requires_grad=True), td.tensor(bv.copy(), requires_grad=True)
-        with threadpool_limits(threads):
+        with threadpool_limits(threads), threaded():
             out = AddReLU.apply(a, b) if fused else F.relu(a + b)
             out.backward(g)
         results.append([out.numpy(), a.grad, b.grad])
@@ -264,13 +276,13 @@ def test_conv_layouts_against_sliding_windows(n, groups, cg, og, size, k, stride
     """Every layout of ops/conv.py (1x1, rows with dx per image or in one product, the taps'
     product in one chunk or several among 1 to 3 threads, im2col)."""
     from tinydense.ops import conv
-    defaults = conv.PER_IMAGE_COLUMNS, conv.ROWS_CHUNK
-    conv.PER_IMAGE_COLUMNS, conv.ROWS_CHUNK = per_image, chunk
+    defaults = conv.PER_IMAGE_COLUMNS, conv.ROWS_CHUNK, conv.THREADED_TAPS
+    conv.PER_IMAGE_COLUMNS, conv.ROWS_CHUNK, conv.THREADED_TAPS = per_image, chunk, 0 if chunk == 5 else defaults[2]
     try:
         with threadpool_limits(threads):
             _check_conv(n, groups, cg, og, size, k, stride, padding, dilation, seed)
     finally:
-        conv.PER_IMAGE_COLUMNS, conv.ROWS_CHUNK = defaults
+        conv.PER_IMAGE_COLUMNS, conv.ROWS_CHUNK, conv.THREADED_TAPS = defaults
 
 
 def _check_conv(n, groups, cg, og, size, k, stride, padding, dilation, seed):

@@ -294,13 +294,16 @@ def _from_channel_major(a, N, H, W):
 # it is made ROWS_CHUNK columns at a time, so that each piece is summed while it is in the
 # cache, the pieces shared among the fused ops' threads (ops/parallel.py).
 ROWS_CHUNK = 1024
+# ... when the product is big enough: T*O/G * C/G at least this (a 3x3 conv of 64 channels);
+# thinner ones (the pre-activation ResNet's 16 and 32 channels) ran slower split (2026-12-07).
+THREADED_TAPS = 9 * 64 * 64
 
 
 def _taps_then_shifts(w_taps, xrows, offsets, K, length):
     """(G, T*K, C) @ (G, C, length + tail) summed at the taps' shifts: ``_sum_shifts`` of the whole
     product, ROWS_CHUNK output columns at a time. Returns (G, K, length)."""
     xp = backend.get_array_module(xrows)
-    if xp is not np or parallel.inside():
+    if xp is not np or parallel.inside() or w_taps.shape[1] * w_taps.shape[2] < THREADED_TAPS:
         return _sum_shifts(_matmul(w_taps, xrows), offsets, K, length)
     out = _pooled((xrows.shape[0], K, length), xrows.dtype, xrows)
     tail = offsets[-1]

@@ -17,7 +17,8 @@ how often the data is read and written, and by how many cores:
 - backward: the ReLU's mask is applied as batch norm's backward reads g, its sums
   are taken without temporaries, and dx = scale * g + per-channel terms in three
   passes; AddReLU returns ONE masked gradient for both of its inputs (no copies).
-- every pass runs on ``threads()`` ranges of channels at once (ops/parallel.py).
+- with ``THREADED``, every pass runs on ``threads()`` ranges of channels at once
+  (ops/parallel.py); off by default (see there).
 
 The variance and sum(g * v) are summed image by image (H*W products per channel in x's
 dtype, the images' sums in float64), as ops/channel_major.py's ``sums_of_squares`` does,
@@ -25,6 +26,7 @@ without a temporary of x's size; the textbook squares into a new array first.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -33,6 +35,21 @@ from .. import memory
 from ..autograd import Function, is_grad_enabled
 from . import parallel
 from .norm import inverse_std, update_running_statistics
+
+
+# Whether these ops split their passes among the fused ops' threads (ops/parallel.py). Off:
+# they run once or twice per layer, and switching BLAS to one thread and back around each of
+# them cost more than the second core gained (pre-activation ResNet-164, batch 64, 2 threads,
+# 2026-12-07: 3.76 s per step threaded, 3.32 s not; CIFAR ResNet-18: 3.03 s, 2.75 s).
+THREADED = False
+
+
+def _threads(like):
+    return parallel.own_threads(like) if THREADED else contextlib.nullcontext()
+
+
+def _split(n):
+    return parallel.split(n) if THREADED else [(0, n)]
 
 
 def _column(v):
@@ -78,8 +95,8 @@ class BatchNormReLU(Function):
             np.maximum(zs, 0, out=zs)                                       # relu, in place
             return mean, var, invstd
 
-        with parallel.own_threads(x):
-            mean, var, invstd = (np.concatenate(values) for values in zip(*parallel.parallel(part, parallel.split(C))))
+        with _threads(x):
+            mean, var, invstd = (np.concatenate(values) for values in zip(*parallel.parallel(part, _split(C))))
         if training and running_mean is not None:
             update_running_statistics(running_mean, running_var, mean, var, M, momentum)
         if keep:
@@ -109,8 +126,8 @@ class BatchNormReLU(Function):
                 np.multiply(ds, _column(k), out=gs)
             return sum_g_xhat, sum_g
 
-        with parallel.own_threads(g):
-            gweight, gbias = (np.concatenate(values) for values in zip(*parallel.parallel(part, parallel.split(C))))
+        with _threads(g):
+            gweight, gbias = (np.concatenate(values) for values in zip(*parallel.parallel(part, _split(C))))
         return (gx if self.needs_grad[0] else None), gweight, gbias
 
 
@@ -125,8 +142,8 @@ class AddReLU(Function):
             za = np.add(flat[0][lo:hi], flat[1][lo:hi], out=flat[2][lo:hi])
             np.maximum(za, 0, out=za)
 
-        with parallel.own_threads(a):
-            parallel.parallel(part, parallel.split(z.size))
+        with _threads(a):
+            parallel.parallel(part, _split(z.size))
         if is_grad_enabled() and any(self.needs_grad):
             self.z = z
         return z
@@ -138,8 +155,8 @@ class AddReLU(Function):
         def part(i, lo, hi):
             np.multiply(flat[0][lo:hi], flat[1][lo:hi] > 0, out=flat[2][lo:hi])
 
-        with parallel.own_threads(g):
-            parallel.parallel(part, parallel.split(d.size))
+        with _threads(g):
+            parallel.parallel(part, _split(d.size))
         return d, d
 
 
