@@ -15,6 +15,10 @@ together; after the step only the weights, their gradients and the optimizer's m
 are in use (lesson 10 counts those bytes with tracemalloc), yet the resident memory stays
 near the peak because the allocator and tinydense's pool keep what was freed for the next
 step: neither number read after a step is the step's peak, which only VmHWM records.
+When PyTorch is installed, the same two architectures written in plain PyTorch
+(benchmarks/bench_models.py) are timed in the same child and alternation, and their
+peak memory read the same way: the step-time ratio of the two architectures in each
+framework, side by side (lesson 10's table).
 With ``--runs`` it also prints the test accuracy per epoch of two finished ``tinydense train``
 runs (same schedule), from their metrics.csv.
 """
@@ -29,6 +33,21 @@ from pathlib import Path
 from bench_train import _status_mb, _timed, run_child, step_for
 
 NETWORKS = {"DenseNet-BC-100 (k=12)": ("densenet_bc", 100), "ResNet-164 (pre-activation)": ("preact_resnet", 164)}
+TORCH_MODELS = {"DenseNet-BC-100 (k=12)": "densenet_bc100", "ResNet-164 (pre-activation)": "preact_resnet164"}
+
+
+def _have_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _torch_step_fn(name, threads):
+    import bench_models
+
+    return bench_models._build(TORCH_MODELS[name], "torch", threads)[0]
 
 
 def _step_fn(builder, depth, batch):
@@ -41,11 +60,14 @@ def _step_fn(builder, depth, batch):
 
 def child(spec):
     if spec["kind"] == "memory":
-        step = _step_fn(spec["builder"], spec["depth"], spec["batch"])
+        step = (_torch_step_fn(spec["name"], spec["threads"]) if spec.get("torch")
+                else _step_fn(spec["builder"], spec["depth"], spec["batch"]))
         before = _status_mb("VmRSS")
         step()
         return {"rss_before_mb": before, "peak_mb": _status_mb("VmHWM"), "rss_after_mb": _status_mb("VmRSS")}
     steps = {name: _step_fn(b, d, spec["batch"]) for name, (b, d) in NETWORKS.items()}
+    if spec.get("torch"):
+        steps.update({"PyTorch " + name: _torch_step_fn(name, spec["threads"]) for name in NETWORKS})
     for step in steps.values():
         step()                                   # warm-up
     times = {name: [] for name in steps}
@@ -84,20 +106,27 @@ def main(argv=None):
     for name, (builder, depth) in NETWORKS.items():
         s = tinydense.summary(getattr(models, builder)(depth), (3, 32, 32))
         costs[name] = (s.total_params, s.total_macs)
-    times = run_child({"kind": "time", "batch": args.batch, "repeats": args.repeats}, args.threads, script=__file__)
+    torch = _have_torch() and args.batch == 64          # bench_models builds PyTorch's at batch 64
+    times = run_child({"kind": "time", "batch": args.batch, "repeats": args.repeats, "torch": torch}, args.threads,
+                      script=__file__)
     memory = {name: run_child({"kind": "memory", "builder": b, "depth": d, "batch": args.batch}, args.threads,
                                 script=__file__)
               for name, (b, d) in NETWORKS.items()}
+    if torch:
+        memory.update({"PyTorch " + name: run_child({"kind": "memory", "name": name, "torch": True, "batch": 64},
+                                                    args.threads, script=__file__) for name in NETWORKS})
     print(f"{'network':<30} {'parameters':>11} {'MACs/image':>11} {'step (median)':>14} "
           f"{'MB before':>10} {'peak MB':>8} {'MB after':>9}")
-    for name in NETWORKS:
-        params, macs = costs[name]
+    for name in times:
+        params, macs = costs[name.replace("PyTorch ", "")]
         m = memory[name]
         print(f"{name:<30} {params:>11,} {macs / 1e6:>10.0f}M {times[name]['median_s']:>12.2f} s "
               f"{m['rss_before_mb']:>10.0f} {m['peak_mb']:>8.0f} {m['rss_after_mb']:>9.0f}")
     (a, b) = NETWORKS
-    print(f"step-time ratio {a.split()[0]} / {b.split()[0]}: {times[a]['median_s'] / times[b]['median_s']:.2f} "
-          f"(medians of {args.repeats} alternating pairs: {json.dumps({n: [round(t, 2) for t in v['all_s']] for n, v in times.items()})})")
+    for prefix in ("", "PyTorch ") if torch else ("",):
+        print(f"{prefix or 'tinydense '}step-time ratio {a.split()[0]} / {b.split()[0]}: "
+              f"{times[prefix + a]['median_s'] / times[prefix + b]['median_s']:.2f}")
+    print(f"(medians of {args.repeats} alternating pairs: {json.dumps({n: [round(t, 2) for t in v['all_s']] for n, v in times.items()})})")
     if args.runs:
         for name, run in zip(NETWORKS, args.runs):
             rows = read_run(run)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, Module, ModuleList, ReLU
 from ._checks import check_image_batch
+from .fused_layers import norm_relu
 
 
 class PreActBlock(Module):
@@ -42,10 +43,10 @@ class PreActBlock(Module):
                          if stride != 1 or in_channels != out_channels else None)
 
     def residual(self, out):
-        return self.conv2(self.relu2(self.bn2(self.conv1(out))))
+        return self.conv2(norm_relu(self.bn2, self.relu2, self.conv1(out)))
 
     def forward(self, x):
-        out = self.relu1(self.bn1(x))
+        out = norm_relu(self.bn1, self.relu1, x)        # relu1(bn1(x)) as one op (fused_layers.py)
         shortcut = x if self.shortcut is None else self.shortcut(out)
         return self.residual(out) + shortcut
 
@@ -68,8 +69,8 @@ class PreActBottleneck(Module):
                          if stride != 1 or in_channels != out_channels else None)
 
     def residual(self, out):
-        out = self.conv2(self.relu2(self.bn2(self.conv1(out))))
-        return self.conv3(self.relu3(self.bn3(out)))
+        out = self.conv2(norm_relu(self.bn2, self.relu2, self.conv1(out)))
+        return self.conv3(norm_relu(self.bn3, self.relu3, out))
 
     forward = PreActBlock.forward
 
@@ -107,7 +108,7 @@ class PreActResNet(Module):
         for stage in (self.layer1, self.layer2, self.layer3):
             for block in stage:
                 out = block(out)
-        return self.fc(self.flatten(self.pool(self.relu(self.bn(out)))))
+        return self.fc(self.flatten(self.pool(norm_relu(self.bn, self.relu, out))))
 
 
 def preact_resnet(depth, num_classes=10, bottleneck=None):

@@ -44,6 +44,7 @@ from __future__ import annotations
 from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Identity, Linear, MaxPool2d, Module, ReLU,
                   Sequential, init)
 from ._checks import check_image_batch
+from .fused_layers import add_relu, norm_relu
 
 # depth -> (block, blocks per stage): the paper's Table 1
 CONFIGS = {
@@ -87,14 +88,14 @@ class BasicBlock(Module):
         self.stride = stride
 
     def residual(self, x):
-        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.bn2(self.conv2(norm_relu(self.bn1, self.relu, self.conv1(x))))
 
     def forward(self, x):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.residual(x)
         if self.se is not None:                  # the attention gate (SENet), when there is one
             out = self.se(out)
-        return self.relu(out + shortcut)
+        return add_relu(self.relu, out, shortcut)   # relu(out + shortcut), fused_layers.py
 
 
 class Bottleneck(Module):
@@ -119,8 +120,8 @@ class Bottleneck(Module):
         self.stride = stride
 
     def residual(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = norm_relu(self.bn1, self.relu, self.conv1(x))     # relu(bn1(conv1(x))), fused_layers.py
+        out = norm_relu(self.bn2, self.relu, self.conv2(out))
         return self.bn3(self.conv3(out))
 
     forward = BasicBlock.forward
@@ -222,7 +223,7 @@ class ResNet(Module):
     def forward(self, x):
         """x (N, in_channels, H, W) -> class scores (N, num_classes)."""
         check_image_batch(self, x, self.in_channels, self.size_changing_layers())
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(norm_relu(self.bn1, self.relu, self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.flatten(self.avgpool(x)))
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU,
                   Sequential, init)
 from ._checks import check_image_batch
+from .fused_layers import sequential
 
 CONFIGS = {
     "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -97,7 +98,8 @@ class VGG(Module):
         layers = self.size_changing_layers()
         # the last batch norm follows the last conv, one pool before the end
         check_image_batch(self, x, self.in_channels, layers, last_batch_norm=-2 if self.batch_norm else None)
-        return self.classifier(self.flatten(self.avgpool(self.features(x))))
+        # self.features(x), each BN-ReLU pair as one op (fused_layers.py)
+        return self.classifier(self.flatten(self.avgpool(sequential(self.features, x))))
 
 
 def vgg11(num_classes=1000, **kwargs):

@@ -30,7 +30,9 @@ this file as methods named after them:
 
 1. ``_forward_1x1``: 1x1, stride 1, no padding (the bottleneck and transition
    convs of DenseNet-BC): a pixel is already a column, so y[n] = W @ x[n] with
-   x[n] viewed as (C, H*W). No copy of the input at all.
+   x[n] viewed as (C, H*W). No copy of the input at all. For small images (fewer
+   than PER_IMAGE_COLUMNS pixels) those products are thin, and ONE product
+   W @ x over the (C, N*H*W) channel-major copy of the batch runs faster.
 2. ``_forward_rows``: stride 1, any kernel, padding and dilation (the 3x3
    convs): lay every channel's zero-padded images end to end in one long row,
    so x becomes a (C, N*Hf*Wf) matrix. Tap (a, b) of the output at position q
@@ -41,14 +43,24 @@ this file as methods named after them:
    padding of one row the left padding of the next row), so each image sits in
    an Hf x Wf = (H + pH) x (W + pW) frame. Outputs at the frame's padding
    positions are computed and thrown away: 6% extra work for 3x3 on 32x32, 27%
-   on 8x8. See ``_frame``, ``_stack_shifts`` and ``_sum_shifts``.
+   on 8x8. See ``_frame``, ``_stack_shifts`` and ``_sum_shifts``. The taps'
+   product is made a chunk of columns at a time on the fused ops' threads
+   (``_taps_then_shifts``), and outside the fused ops the input itself is kept
+   for backward, not its padded copy.
+
+All big temporaries come from tinydense's pool (tinydense/memory.py). Over 400
+lines because the textbook form and the two layouts it explains belong in one
+file: a student compares them side by side, and they share the weight's views.
 """
 from __future__ import annotations
 
 import numbers
 
-from .. import backend
+import numpy as np
+
+from .. import backend, memory
 from ..autograd import Function
+from . import parallel
 from .geometry import window_geometry
 
 
@@ -94,7 +106,7 @@ class Conv2d(Function):
         if self.path == "im2col":
             # cols[n, c, a, b, i, j] = xpad[n, c, i*sH + a*dH, j*sW + b*dW]: one strided copy per tap
             xpad = _pad(x, ph, pw)
-            cols = xp.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
+            cols = _pooled((N, C, kh, kw, OH, OW), x.dtype, x, keep=True)
             for a in range(kh):
                 for b in range(kw):
                     cols[:, :, a, b] = xpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw]
@@ -123,12 +135,17 @@ class Conv2d(Function):
             OH, OW = g.shape[2:]
             g_flat = g.reshape(N, G, Og, OH * OW)
             gx = gw = None
-            if need_w:   # dW = sum_n g[n] @ cols[n]^T, per group
-                gw = _matmul(g_flat, self.cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
+            if need_w:   # dW = sum_n g[n] @ cols[n]^T, per group: ONE product over all images' columns,
+                # (O/G, N*OH*OW) @ (N*OH*OW, C/G*T) (per-image products have only OH*OW terms each)
+                g_all = g_flat.transpose(1, 2, 0, 3).reshape(G, Og, -1)
+                cols_all = _copy_into(_pooled((G, self.cols.shape[2], N, OH * OW), g.dtype, g),
+                                      self.cols.transpose(1, 2, 0, 3))
+                gw = _matmul(g_all, cols_all.reshape(G, -1, N * OH * OW).transpose(0, 2, 1)).reshape(self.weight.shape)
             if need_x:   # col2im: every tap adds its patch gradient back (a loop over taps only)
                 w_t = self.weight.reshape(G, Og, -1).transpose(0, 2, 1)                 # (G, C/G*T, O/G)
                 dcols = _matmul(w_t, g_flat).reshape(N, C, kh, kw, OH, OW)
-                gxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=g.dtype)
+                gxpad = _pooled((N, C, H + 2 * ph, W + 2 * pw), g.dtype, g)
+                gxpad.fill(0)
                 for a in range(kh):
                     for b in range(kw):
                         gxpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw] += dcols[:, :, a, b]
@@ -148,6 +165,8 @@ class Conv2d(Function):
         O, Cg = weight.shape[:2]
         G, Og = self.groups, O // self.groups
         self.x = x
+        if H * W < PER_IMAGE_COLUMNS:   # small images: ONE (O/G, C/G) @ (C/G, N*H*W) product per group
+            return _from_channel_major(_matmul(weight.reshape(G, Og, Cg), _channel_major(x, G)), N, H, W)
         # one BLAS call per image and group, (O/G, C/G) @ (C/G, H*W), straight into NCHW order.
         # (One big (O, C) @ (C, N*H*W) product runs ~10% faster, but x and y would need
         # transposing copies that cost more than that: measured at DenseNet-BC's shapes, 2 threads.)
@@ -157,13 +176,21 @@ class Conv2d(Function):
         N, C, H, W = self.x_shape
         O, Cg = self.weight.shape[:2]
         G, Og = self.groups, O // self.groups
-        g_flat = g.reshape(N, G, Og, H * W)
+        w_t = self.weight.reshape(G, Og, Cg).transpose(0, 2, 1)             # (G, C/G, O/G)
         gx = gw = None
+        if H * W < PER_IMAGE_COLUMNS:   # the same two products over channel-major copies of g and x
+            g_cm = _channel_major(g, G)                                      # (G, O/G, N*H*W)
+            if need_w:
+                gw = _matmul(g_cm, _channel_major(self.x, G).transpose(0, 2, 1)).reshape(self.weight.shape)
+            if need_x:
+                gx = _from_channel_major(_matmul(w_t, g_cm), N, H, W)
+            return gx, gw
+        g_flat = g.reshape(N, G, Og, H * W)
         if need_w:   # dW = sum_n g[n] @ x[n]^T, per group
             x_flat = self.x.reshape(N, G, Cg, H * W)
             gw = _matmul(g_flat, x_flat.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
         if need_x:   # dx[n] = W^T @ g[n], per group
-            gx = _matmul(self.weight.reshape(G, Og, Cg).transpose(0, 2, 1), g_flat).reshape(N, C, H, W)
+            gx = _matmul(w_t, g_flat).reshape(N, C, H, W)
         return gx, gw
 
     # --- layout 2: stride 1, images end to end in rows ----------------------------------
@@ -175,13 +202,19 @@ class Conv2d(Function):
         Hf, Wf = self.frame = _frame(H, W, ph, pw, OH, OW)
         L = N * Hf * Wf
         self.offsets = [a * dh * Wf + b * dw for a in range(kh) for b in range(kw)]
-        xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1]).reshape(G, Cg, -1)  # (G, C/G, L + tail)
         # Whichever side has fewer channels gets the T-fold intermediate (T*min(O, C)/G rows):
-        if Og <= Cg:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail), then T shifted adds
-            y_rows = _sum_shifts(_matmul(_taps_outputs_by_inputs(weight, G), xrows), self.offsets, Og, L)
-            self.xrows = xrows
+        keep_rows = Og <= Cg        # then backward needs xrows (else the shifted copies xcols)
+        # Outside the fused ops, x itself is kept and xrows made again in backward (one copy,
+        # and one activation fewer kept for backward); the fused ops reuse their buffers, so
+        # there the op keeps its own copy.
+        rebuild = keep_rows and not parallel.inside()
+        xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1],
+                            keep=keep_rows and not rebuild).reshape(G, Cg, -1)
+        if keep_rows:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail), then T shifted adds
+            y_rows = _taps_then_shifts(_taps_outputs_by_inputs(weight, G), xrows, self.offsets, Og, L)
+            self.xrows, self.x = (None, x) if rebuild else (xrows, None)
         else:          # T shifted copies of x stacked (im2col), then (O/G, T*C/G) @ (T*C/G, L)
-            xcols = _stack_shifts(xrows, self.offsets, L)
+            xcols = _stack_shifts(xrows, self.offsets, L, keep=True)
             y_rows = _matmul(_outputs_by_taps_inputs(weight, G), xcols)
             self.xcols = xcols
         return _from_rows(y_rows.reshape(O, L), 0, 0, OH, OW, N, Hf, Wf)
@@ -204,14 +237,18 @@ class Conv2d(Function):
         if Og <= Cg:   # stack the T shifted copies of g (T*O/G rows): serves dx and dW
             gcols = _stack_shifts(g_rows, back, L)                                  # (G, T*O/G, L)
             if need_w:   # dW[o, c, t] = sum_q g[o, q - offset_t] x[c, q]
-                gw = _matmul(gcols, self.xrows[:, :, :L].transpose(0, 2, 1))      # (G, T*O/G, C/G)
+                xrows = self.xrows if self.xrows is not None else _image_rows(self.x, ph, pw, Hf, Wf)
+                gw = _matmul(gcols, xrows.reshape(G, Cg, -1)[:, :, :L].transpose(0, 2, 1))   # (G, T*O/G, C/G)
                 gw = _weight_from_taps_outputs(gw, self.weight.shape)
-            if need_x:   # one product per image on strided views of gcols, so the result
-                # comes out image-major (N, C, Hf*Wf) and needs no transposing copy
+            if need_x:
                 w_taps = _taps_outputs_by_inputs(self.weight, G).transpose(0, 2, 1)    # (G, C/G, T*O/G)
-                per_image = gcols.reshape(G, -1, N, Hf * Wf).transpose(2, 0, 1, 3)  # (N, G, T*O/G, Hf*Wf)
-                dxpad = _matmul(w_taps, per_image).reshape(N, C, Hf, Wf)
-                gx = dxpad[:, :, ph:ph + H, pw:pw + W].copy()
+                if Hf * Wf >= PER_IMAGE_COLUMNS:   # one product per image on strided views of gcols:
+                    # the result comes out image-major (N, C, Hf*Wf), no transposing copy needed
+                    per_image = gcols.reshape(G, -1, N, Hf * Wf).transpose(2, 0, 1, 3)  # (N, G, T*O/G, Hf*Wf)
+                    dxpad = _matmul(w_taps, per_image).reshape(N, C, Hf, Wf)
+                    gx = dxpad[:, :, ph:ph + H, pw:pw + W].copy()
+                else:      # small images: one (C/G, T*O/G) @ (T*O/G, L) product, then the transposing copy
+                    gx = _from_rows(_matmul(w_taps, gcols).reshape(C, L), ph, pw, H, W, N, Hf, Wf)
         else:          # every tap's product with g (T*C/G rows), then T shifted adds
             if need_w:   # dW[o, (t, c)] = sum_p g[o, p] xcols[(t, c), p]
                 gw = _matmul(g_rows[:, :, front:], self.xcols.transpose(0, 2, 1))  # (G, O/G, T*C/G)
@@ -224,6 +261,68 @@ class Conv2d(Function):
 
 
 # --- the row layout's helpers --------------------------------------------------------------
+# Per-image products from images of this many pixels (frame positions) on (32x32 images:
+# 1024, 33*33 framed); below it they are too thin, and one product over the whole batch plus
+# transposing copies is faster (ResNets' 16x16, 8x8 and 4x4 stages): the 1x1 layout's
+# products and the row layout's dx.
+PER_IMAGE_COLUMNS = 1024
+
+
+def _pooled(shape, dtype, like, keep=False):
+    """An uninitialised array from the pool (tinydense/memory.py): ``keep`` (for backward,
+    ``memory.empty``) or scratch; a new one in the fused ops' worker threads (ops/parallel.py)."""
+    if parallel.in_worker():
+        return backend.get_array_module(like).empty(shape, dtype)
+    return (memory.empty if keep else memory.scratch)(shape, dtype, like=like)
+
+
+def _channel_major(a, G):
+    """(N, C, H, W) -> (G, C/G, N*H*W): a transposing copy (pooled scratch)."""
+    N, C, H, W = a.shape
+    out = _pooled((G, C // G, N, H * W), a.dtype, a)
+    out[...] = a.reshape(N, G, C // G, H * W).transpose(1, 2, 0, 3)
+    return out.reshape(G, C // G, N * H * W)
+
+
+def _from_channel_major(a, N, H, W):
+    """(G, K, N*H*W) -> (N, G*K, H, W): the transposing copy back (a new array)."""
+    G, K = a.shape[:2]
+    return a.reshape(G * K, N, H, W).transpose(1, 0, 2, 3).copy()
+
+
+# The taps' product of the row layout, (T*O/G, C/G) @ (C/G, L + tail), is T times the output's size:
+# it is made ROWS_CHUNK columns at a time, so that each piece is summed while it is in the
+# cache, the pieces shared among the fused ops' threads (ops/parallel.py).
+ROWS_CHUNK = 1024
+# ... when the product is big enough: T*O/G * C/G at least this (a 3x3 conv of 64 channels);
+# thinner ones (the pre-activation ResNet's 16 and 32 channels) ran slower split (2026-12-07).
+THREADED_TAPS = 9 * 64 * 64
+
+
+def _taps_then_shifts(w_taps, xrows, offsets, K, length):
+    """(G, T*K, C) @ (G, C, length + tail) summed at the taps' shifts: ``_sum_shifts`` of the whole
+    product, ROWS_CHUNK output columns at a time. Returns (G, K, length)."""
+    xp = backend.get_array_module(xrows)
+    if xp is not np or parallel.inside() or w_taps.shape[1] * w_taps.shape[2] < THREADED_TAPS:
+        return _sum_shifts(_matmul(w_taps, xrows), offsets, K, length)
+    out = _pooled((xrows.shape[0], K, length), xrows.dtype, xrows)
+    tail = offsets[-1]
+
+    def part(i, lo, hi):
+        for a in range(lo, hi, ROWS_CHUNK):
+            b = min(a + ROWS_CHUNK, hi)
+            out[:, :, a:b] = _sum_shifts(_matmul(w_taps, xrows[:, :, a:b + tail]), offsets, K, b - a)
+
+    with parallel.own_threads(xrows):
+        parallel.parallel(part, parallel.split(length))
+    return out
+
+
+def _copy_into(out, a):
+    out[...] = a
+    return out
+
+
 def _frame(H, W, ph, pw, OH, OW):
     """Height and width of the frame each image gets in the row layout: the
     image plus its padding on one side (the other side's padding is the next
@@ -231,15 +330,16 @@ def _frame(H, W, ph, pw, OH, OW):
     return max(H + ph, OH), max(W + pw, OW)
 
 
-def _image_rows(a, top, left, Hf, Wf, front=0, tail=0):
+def _image_rows(a, top, left, Hf, Wf, front=0, tail=0, keep=False):
     """(N, K, h, w) -> (K, front + N*Hf*Wf + tail): channel k's images, each
     placed at (top, left) inside an Hf x Wf frame of zeros, laid end to end in
     one row, with ``front`` and ``tail`` extra zeros so shifted slices fit.
-    The transpose to channel-major comes free with this (needed) copy."""
-    xp = backend.get_array_module(a)
+    The transpose to channel-major comes free with this (needed) copy. The array
+    comes from the pool (tinydense/memory.py): ``keep`` it for backward, or scratch."""
     N, K, h, w = a.shape
     L = N * Hf * Wf
-    rows = xp.zeros((K, front + L + tail), dtype=a.dtype)
+    rows = _pooled((K, front + L + tail), a.dtype, a, keep)
+    rows.fill(0)
     frames = rows[:, front:front + L].reshape(K, N, Hf, Wf)
     frames[:, :, top:top + h, left:left + w] = a.transpose(1, 0, 2, 3)
     return rows
@@ -253,12 +353,12 @@ def _from_rows(rows, top, left, h, w, N, Hf, Wf):
     return frames.transpose(1, 0, 2, 3).copy()
 
 
-def _stack_shifts(rows, offsets, length):
+def _stack_shifts(rows, offsets, length, keep=False):
     """(G, K, M) -> (G, T*K, length): block t is rows[:, :, offsets[t] : offsets[t] + length].
-    This IS the im2col matrix of every group, built with T contiguous copies."""
-    xp = backend.get_array_module(rows)
+    This IS the im2col matrix of every group, built with T contiguous copies (into an array
+    from the pool: ``keep`` it for backward, or scratch)."""
     G, K = rows.shape[:2]
-    out = xp.empty((G, len(offsets) * K, length), dtype=rows.dtype)
+    out = _pooled((G, len(offsets) * K, length), rows.dtype, rows, keep)
     for t, off in enumerate(offsets):
         out[:, t * K:(t + 1) * K] = rows[:, :, off:off + length]
     return out

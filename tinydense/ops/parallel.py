@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -45,7 +46,11 @@ def own_threads(like):
     """Within: BLAS single-threaded, and ``parallel`` splits work into ``threads(like)`` parts."""
     n = threads(like)
     if n == 1:
-        yield
+        _active.append(1)      # still inside a fused op (``inside``)
+        try:
+            yield
+        finally:
+            _active.pop()
         return
     _active.append(n)
     try:
@@ -53,6 +58,17 @@ def own_threads(like):
             yield
     finally:
         _active.pop()
+
+
+def in_worker():
+    """Whether the calling thread is one of ``parallel``'s workers (which may not use the pool)."""
+    return threading.current_thread().name.startswith("tinydense")
+
+
+def inside():
+    """Whether the calling thread already runs a part of a fused op (a worker, or the calling
+    thread within ``own_threads``): then its work runs where it is, not split again."""
+    return in_worker() or len(_active) > 1
 
 
 def split(n, parts=None):

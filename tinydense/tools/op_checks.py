@@ -23,6 +23,7 @@ from .. import functional as F
 from ..ops.bn_relu import batch_norm_relu_conv1x1
 from ..ops.dense_block import LayerSpec, NormState, dense_block
 from ..ops.elementwise import where
+from ..ops.norm_relu import AddReLU, BatchNormReLU
 from .gradcheck import GradcheckError, gradcheck
 
 # Functions no case checks, and why.
@@ -154,6 +155,15 @@ def op_cases(seed=0) -> list:
                (normal(2, 3, 3, 3), negative_first, normal(3), normal(4, 3, 1, 1))),
         OpCase("batch_norm_relu_conv1x1, avg_pool2d 2x2 (training)", bn_relu_conv1x1(True, pool=True),
                (normal(2, 3, 4, 4), positive(3), normal(3), normal(4, 3, 1, 1))),
+        # the plain networks' fused ops (models/fused_layers.py)
+        OpCase("batch_norm + relu as one op (training)",
+               lambda x, w, b: BatchNormReLU.apply(x, w, b, running_mean=np.zeros(3), running_var=np.ones(3),
+                                                   training=True), (normal(2, 3, 3, 3), positive(3), normal(3))),
+        OpCase("batch_norm + relu as one op (eval)",
+               lambda x, w, b: BatchNormReLU.apply(x, w, b, running_mean=np.array([0.1, -0.2, 0.3]),
+                                                   running_var=np.array([0.5, 1.0, 2.0])),
+               (normal(2, 3, 3, 3), negative_first, normal(3))),
+        OpCase("add + relu as one op", AddReLU.apply, (away_from_zero(2, 3, 2, 2), away_from_zero(2, 3, 2, 2))),
         OpCase("dense_block (bottleneck, training, dropout)", *dense_block_case(True, True, 0.3)),
         OpCase("dense_block (bottleneck, eval)", *dense_block_case(True, False, 0.0)),
         OpCase("dense_block (basic, training)", *dense_block_case(False, True, 0.0)),
