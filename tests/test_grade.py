@@ -29,8 +29,9 @@ def _solved_source(cell):
     return head + inspect.getsource(obj.backward)
 
 
-def _student(tmp_path, name, edit, filename=LESSON.name):
-    nb = nbformat.read(LESSON, as_version=4)
+def _student(tmp_path, name, edit, filename=None, lesson=LESSON):
+    filename = filename or lesson.name
+    nb = nbformat.read(lesson, as_version=4)
     edit(nb)
     folder = tmp_path / "submissions" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -220,6 +221,67 @@ def test_a_copied_library_op_fails_and_says_so(tmp_path, copy, words):
     rows = _results(grading.grade([_student(tmp_path, "judy", forge)], tmp_path / "g.csv", timeout=120))
     assert rows["Cat"][0] == "FAIL" and "copied" in rows["Cat"][1] and words in rows["Cat"][1], rows
     assert rows["Sigmoid"][0] == "PASS", rows
+
+
+MODULE_LESSON = LESSONS / "07_building_densenet.ipynb"
+
+
+@pytest.mark.parametrize("name, copy, words", [
+    ("DenseLayer", "from tinydense.models import DenseLayer", "is tinydense's own"),
+    ("DenseLayer", "import tinydense.models.densenet_blocks as B\nclass DenseLayer(B.DenseLayer):\n"
+                   "    def __init__(self, in_channels, growth_rate):\n        super().__init__(in_channels, growth_rate)",
+     "subclasses tinydense's own"),
+    ("DenseBlock", "class DenseBlock(nn.Module):\n    def __init__(self, num_layers, in_channels, growth_rate):\n"
+                   "        super().__init__()\n        library = LibraryDenseBlock(num_layers, in_channels, growth_rate)\n"
+                   "        for key, child in library.named_children():\n            self.add_module(key, child)\n"
+                   "    def forward(self, x):\n        return LibraryDenseBlock.forward(self, x)",
+     "calls tinydense's own DenseBlock.forward"),
+    ("Transition", None, "Transition.forward is tinydense's own"),
+])
+def test_a_copied_library_module_fails_and_says_so(tmp_path, name, copy, words):
+    """Lesson 7's exercises take module classes: one that is, subclasses or delegates to the
+    library's DenseLayer, DenseBlock or Transition fails as a copy; the other exercises still pass."""
+    def forge(nb):
+        _solve(nb)
+        cell = _stub(nb, name)
+        # a class attribute: the solution's __init__, and forward taken from the library's class
+        cell.source = copy or (cell.source.replace("    def forward(self, x):", "    forward = LibraryTransition.forward\n"
+                                                   "    def _unused(self, x):")
+                               .replace("super().__init__()", "super().__init__()\n        self.drop_rate = 0.0"))
+    rows = _results(grading.grade([_student(tmp_path, "judy", forge, lesson=MODULE_LESSON)], tmp_path / "g.csv",
+                                  timeout=120))
+    assert rows[name][0] == "FAIL" and "copied" in rows[name][1] and words in rows[name][1], rows
+    assert all(result == "PASS" for other, (result, _) in rows.items() if other != name), rows
+
+
+def test_a_solved_module_lesson_passes_with_the_tripwires_in_place(tmp_path):
+    rows = _results(grading.grade([_student(tmp_path, "ann", _solve, lesson=MODULE_LESSON)], tmp_path / "g.csv",
+                                  timeout=120))
+    assert rows == {k: ("PASS", rows[k][1]) for k in ("DenseLayer", "DenseBlock", "Transition")}, rows
+
+
+def test_a_workspace_of_import_lines_fails_every_op_as_copied(tmp_path):
+    """Issue 20: a my_ops.py of eight import lines got 9 of 9 PASS; every op is now a copy, and the
+    training comparison says that none of the student's ops ran."""
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    (folder / "my_ops.py").write_text(
+        "import numpy as np\n"
+        "from tinydense.ops.conv import Conv2d\n"
+        "from tinydense.ops.norm import BatchNorm\n"
+        "from tinydense.ops.activation import ReLU\n"
+        "from tinydense.ops.pool import MaxPool2d, AvgPool2d\n"
+        "from tinydense.ops.shape import Cat\n"
+        "from tinydense.ops.linear import Linear\n"
+        "from tinydense.ops.loss import LogSoftmax, CrossEntropy\n")
+    rows = grading.grade([folder / "my_ops.py"], tmp_path / "g.csv", timeout=120)
+    ops = [r for r in rows if r["exercise"] != "training"]
+    assert [r["exercise"] for r in ops] == ["Conv2d", "BatchNorm", "ReLU", "MaxPool2d", "AvgPool2d", "Cat",
+                                            "Linear", "LogSoftmax", "CrossEntropy"]
+    assert all(r["result"] == "FAIL" and r["message"].startswith("copied: ") and "is tinydense's own" in r["message"]
+               for r in ops), ops
+    training = next(r for r in rows if r["exercise"] == "training")
+    assert training["result"] == "FAIL" and "none of your ops ran" in training["message"], training
 
 
 def test_bad_input_and_a_missing_nbformat_give_clear_errors(tmp_path, monkeypatch, capsys):

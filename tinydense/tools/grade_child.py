@@ -14,8 +14,9 @@ kills its whole process group, and anything that escaped it, at the end):
    instructors' copy by file location;
 4. run each exercise's check on what the submission defined (under the
    per-cell time limit, its printing captured as feedback), with the
-   library's op for that exercise replaced by a tripwire while the student's
-   class runs; a check during which the submission changes those modules
+   library's op (or lesson 7's module) for that exercise replaced by a tripwire
+   while the student's class runs; a class that is, subclasses or borrows a
+   method of the library's FAILs as copied before it runs; a check during which the submission changes those modules
    again FAILs;
 5. write each verdict as one JSON line to the file descriptor FD, a pipe that
    only the grader reads (never stdout, which the submission writes too).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import importlib
+import inspect
 import io
 import json
 import os
@@ -33,7 +35,6 @@ import sys
 
 import numpy as np
 
-from ..autograd import Function
 from ..ops.override import OPS
 
 
@@ -110,33 +111,41 @@ def _run_code(source, filename, namespace, seconds):
     return None
 
 
+def _methods(cls):
+    """The names of the plain functions ``cls`` itself defines (forward, backward, helpers), no dunders."""
+    return [name for name, value in vars(cls).items()
+            if callable(value) and not isinstance(value, type) and not (name.startswith("__") and name.endswith("__"))]
+
+
 def _tripwire(library, student, hits):
-    """Replace the library's Function class ``library`` by a tripwire while ``student``'s forward and
-    backward run: a call to it from inside the student's class is recorded in ``hits``."""
+    """Replace every method of the library's class ``library`` (a Function or a module) by a tripwire
+    while ``student``'s methods run: a call to one from inside the student's class (a forward that
+    delegates to the library's, ``forward = Library.forward``) is recorded in ``hits``."""
     inside = []
 
     def wrap_student(method):
-        def wrapper(self, *args, **kwargs):
+        def wrapper(*args, **kwargs):
             inside.append(1)
             try:
-                return method(self, *args, **kwargs)
+                return method(*args, **kwargs)
             finally:
                 inside.pop()
         return wrapper
 
     def wrap_library(method, what):
-        def wrapper(self, *args, **kwargs):
+        def wrapper(*args, **kwargs):
             if inside:
                 hits.add(what)
-            return method(self, *args, **kwargs)
+            return method(*args, **kwargs)
         return wrapper
 
     undo = []
     for cls, wrap in ((student, wrap_student), (library, None)):
-        for name in ("forward", "backward"):
-            original = cls.__dict__.get(name, _MISSING)
-            method = getattr(cls, name)
-            setattr(cls, name, wrap(method) if wrap else wrap_library(method, f"{library.__name__}.{name}"))
+        for name in _methods(cls):
+            original = vars(cls)[name]
+            if isinstance(original, (staticmethod, classmethod)):
+                continue
+            setattr(cls, name, wrap(original) if wrap else wrap_library(original, f"{library.__name__}.{name}"))
             undo.append((cls, name, original))
     return undo
 
@@ -147,6 +156,11 @@ def _copied(obj, name):
     if module.split(".")[0] == "tinydense":
         return f"{name} is tinydense's own {module}.{getattr(obj, '__qualname__', name)}, not yours"
     if isinstance(obj, type):
+        for key, value in vars(obj).items():               # forward = tinydense's DenseLayer.forward
+            where = getattr(value, "__module__", "") or ""
+            if inspect.isfunction(value) and where.split(".")[0] == "tinydense":
+                return (f"{name}.{key} is tinydense's own {where}.{getattr(value, '__qualname__', key)}: "
+                        f"write it yourself")
         for base in obj.__mro__[1:]:
             base_module = getattr(base, "__module__", "") or ""
             if base_module.startswith(("tinydense.ops", "tinydense.models", "tinydense.functional")):
@@ -155,11 +169,16 @@ def _copied(obj, name):
     return None
 
 
+# the exercises that rewrite one of tinydense's modules (lesson 7): name -> the module file holding it
+MODULES = {"DenseLayer": "tinydense.models.densenet_blocks", "DenseBlock": "tinydense.models.densenet_blocks",
+           "Transition": "tinydense.models.densenet_blocks"}
+
+
 def _library_class(name):
-    """The library's Function class that exercise ``name`` rewrites, or None."""
-    if name not in OPS:
-        return None
-    return getattr(importlib.import_module(OPS[name]), name, None)
+    """The library's class (a Function of ``OPS`` or a module of ``MODULES``) that exercise ``name``
+    rewrites, or None."""
+    where = OPS.get(name) or MODULES.get(name)
+    return getattr(importlib.import_module(where), name, None) if where else None
 
 
 def run_checks(job, namespace, exercises, hidden, write):
@@ -177,7 +196,7 @@ def run_checks(job, namespace, exercises, hidden, write):
         if copied:
             write(dict(record, result="FAIL", message=f"copied: {copied}.", output=""))
             continue
-        library = _library_class(name) if isinstance(obj, type) and issubclass(obj, Function) else None
+        library = _library_class(name) if isinstance(obj, type) else None
         hits, undo = set(), []
         if library is not None and library is not obj:
             undo = _tripwire(library, obj, hits)
