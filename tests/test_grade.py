@@ -10,6 +10,7 @@ import re
 import time
 
 import nbformat
+import numpy as np
 import pytest
 
 from test_lessons import LESSONS, _stub_class, _tagged, build_notebooks, exercises, solutions
@@ -321,6 +322,66 @@ def test_hidden_tests_run_only_in_the_grader_and_catch_an_answer_fit_to_the_visi
     rows = _results(grading.grade([path], tmp_path / "g.csv", timeout=120))
     assert rows["Sigmoid"][0] == "FAIL" and "a hidden test failed" in rows["Sigmoid"][1], rows
     assert rows["Cat"][0] == "PASS", rows
+
+
+def _hidden():
+    return grading.load_checks(LESSONS)["hidden_checks"].HIDDEN
+
+
+def test_every_exercise_has_hidden_tests_and_the_solutions_pass_them(capsys):
+    from test_lessons import _load
+    modules = grading.load_checks(LESSONS)
+    named = {name for module in modules.values()
+             for name in {**getattr(module, "EXERCISES", {}), **getattr(module, "WORKSPACE_CHECKS", {})}}
+    hidden = _hidden()
+    assert named == set(hidden), named ^ set(hidden)
+    data_parallel = _load("instructor/solutions_data_parallel")
+    verdicts = {name: check(getattr(solutions, name, None) or getattr(data_parallel, name))
+                for name, check in hidden.items()}
+    assert all(v[0] for v in verdicts.values()), {k: v for k, v in verdicts.items() if not v[0]}
+
+
+def _loops_2d(f, x, g, eps=1e-6):          # right for the visible (3, 4) inputs only
+    grad = np.zeros_like(x)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            old = x[i, j]
+            x[i, j] = old + eps
+            plus = (f(x) * g).sum()
+            x[i, j] = old - eps
+            minus = (f(x) * g).sum()
+            x[i, j] = old
+            grad[i, j] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def _cat_two_axes(self, g):                 # right for axes 0 and 1, the visible ones
+    bounds = np.cumsum([0] + list(self.sizes))
+    return tuple(g[a:b] if self.axis == 0 else g[:, a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def _four_channels(counts, sums, squares):  # a loop over the visible 4 channels
+    n = counts.sum()
+    mean = np.array([sums[:, c].sum() / n for c in range(4)])
+    return mean, np.array([squares[:, c].sum() / n for c in range(4)]) - mean ** 2
+
+
+def _schedule_without_floor(epochs, base_lr=0.1):    # no "never before epoch 1": right for 3 epochs and up
+    return [base_lr * 0.1 ** ((e >= epochs // 2) + (e >= 3 * epochs // 4)) for e in range(epochs)]
+
+
+@pytest.mark.parametrize("name, answer", [
+    ("numeric_gradient", lambda: _loops_2d),
+    ("Cat", lambda: type("Cat", (solutions.Cat,), {"backward": _cat_two_axes})),
+    ("combine_statistics", lambda: _four_channels),
+    ("paper_schedule", lambda: _schedule_without_floor),
+])
+def test_an_answer_fit_to_the_visible_cases_fails_a_hidden_test(name, answer, capsys):
+    checks = {n: c for m in grading.load_checks(LESSONS).values() for n, c in getattr(m, "EXERCISES", {}).items()}
+    fit = answer()
+    assert checks[name](fit)[0], capsys.readouterr().out              # the visible check: PASS
+    ok, _, message = _hidden()[name](fit)
+    assert not ok and "FAIL" in capsys.readouterr().out, message
 
 
 # --- what the grader writes: identity, points, feedback, Gradescope ------------------------------
