@@ -138,7 +138,8 @@ def test_grades_workspaces_through_the_cli(tmp_path, capsys):
     assert all(r["result"] == "PASS" for r in solved), solved
     assert re.fullmatch(r"DenseNet-BC \(depth 10, k 4, float64\) on your Conv2d, BatchNorm, ReLU, MaxPool2d, "
                         r"AvgPool2d, Cat, Linear, LogSoftmax, CrossEntropy: MATCH \(largest relative difference "
-                        r"\S+\); accuracy \d+\.\d% on its training batches", solved[-1]["message"]), solved[-1]
+                        r"\S+\); accuracy \d+\.\d% on 32 real CIFAR-10 test images it did not train on",
+                        solved[-1]["message"]), solved[-1]
     assert all(r["result"] == "FAIL" and "raised RuntimeError: syntax? no" in r["message"] for r in broken[:9])
     assert "none of your ops ran" in broken[-1]["message"]
     assert re.search(r"10 of 20 exercises PASS", capsys.readouterr().out)
@@ -261,9 +262,11 @@ def test_a_solved_module_lesson_passes_with_the_tripwires_in_place(tmp_path):
     assert rows == {k: ("PASS", rows[k][1]) for k in ("DenseLayer", "DenseBlock", "Transition")}, rows
 
 
-def test_a_workspace_of_import_lines_fails_every_op_as_copied(tmp_path):
+def test_a_workspace_of_import_lines_fails_every_op_as_copied(tmp_path, monkeypatch):
     """Issue 20: a my_ops.py of eight import lines got 9 of 9 PASS; every op is now a copy, and the
-    training comparison says that none of the student's ops ran."""
+    training comparison says that none of the student's ops ran (and, without CIFAR-10, that its
+    accuracy is on synthetic images)."""
+    monkeypatch.delenv("TINYDENSE_DATA")
     folder = tmp_path / "ws"
     folder.mkdir()
     (folder / "my_ops.py").write_text(
@@ -283,6 +286,9 @@ def test_a_workspace_of_import_lines_fails_every_op_as_copied(tmp_path):
                for r in ops), ops
     training = next(r for r in rows if r["exercise"] == "training")
     assert training["result"] == "FAIL" and "none of your ops ran" in training["message"], training
+    assert "on its training batches, synthetic random images (give the grader --data-dir" in training["message"]
+    with pytest.raises(ValueError, match="--data-dir .* holds no CIFAR-10"):
+        grading.grade([folder / "my_ops.py"], tmp_path / "g2.csv", data_dir=tmp_path)
 
 
 def test_bad_input_and_a_missing_nbformat_give_clear_errors(tmp_path, monkeypatch, capsys):

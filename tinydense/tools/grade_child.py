@@ -20,6 +20,9 @@ kills its whole process group, and anything that escaped it, at the end):
    again FAILs;
 5. write each verdict as one JSON line to the file descriptor FD, a pipe that
    only the grader reads (never stdout, which the submission writes too).
+
+A workspace's CIFAR-10 images (for the capstone's accuracy) are read in step 1,
+before the submission runs.
 """
 from __future__ import annotations
 
@@ -230,18 +233,37 @@ def run_checks(job, namespace, exercises, hidden, write):
                    output=printed[-4000:]))
 
 
-def compare(job, namespace, checks):
-    """The capstone's verdict: a DenseNet trained on the workspace's ops against the library's, step for
-    step (MATCH or DIVERGED), with the ops that were the student's and the network's accuracy."""
-    guarded = snapshot()
+def capstone_images():
+    """(training batches, held-out (images, labels) or None, what the accuracy is measured on): 16 images of
+    CIFAR-10's test split to train on and the next 32 to score, when $TINYDENSE_DATA holds CIFAR-10 (the
+    grader sets it from --data-dir); else two batches of random 8x8 images, scored on themselves."""
+    from ..data.cifar import load_cifar, missing_files
+    root = os.environ.get("TINYDENSE_DATA")
+    if root and not missing_files("cifar10", root):
+        data = load_cifar("cifar10", root, train=False)
+        mean, std = data.channel_stats()
+        x = (data.images[:48] / 255.0 - mean[:, None, None]) / std[:, None, None]
+        y = data.labels[:48]
+        if len(y) == 48:
+            return ([(x[:8], y[:8]), (x[8:16], y[8:16])], (x[16:], y[16:]),
+                    "32 real CIFAR-10 test images it did not train on")
     r = np.random.default_rng(0)
-    batches = [(r.standard_normal((4, 3, 8, 8)), r.integers(0, 10, 4)) for _ in range(2)]
+    return ([(r.standard_normal((4, 3, 8, 8)), r.integers(0, 10, 4)) for _ in range(2)], None,
+            "its training batches, synthetic random images (give the grader --data-dir for CIFAR-10)")
+
+
+def compare(job, namespace, checks, images):
+    """The capstone's verdict: a DenseNet trained on the workspace's ops against the library's, step for
+    step (MATCH or DIVERGED), with the ops that were the student's and the network's accuracy on
+    ``images`` (capstone_images(), read before the submission ran)."""
+    guarded = snapshot()
+    batches, held_out, scored_on = images
     ops = {name: namespace[name] for name in OPS if isinstance(namespace.get(name), type)
            and not _copied(namespace[name], name)}
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), time_limit(job["cell_timeout"]):
-            result = checks.compare_training(ops, batches, depth=10, growth_rate=4)
+            result = checks.compare_training(ops, batches, depth=10, growth_rate=4, held_out=held_out)
     except CellTimeout:
         result = None
         why = f"the training comparison did not finish within the per-cell limit of {job['cell_timeout']:g} s"
@@ -254,7 +276,7 @@ def compare(job, namespace, checks):
                     f"your code changed {', '.join(sorted(set(changed))[:5])} while it trained")
     facts = (f"DenseNet-BC (depth 10, k 4, float64) on your {', '.join(result.yours) or 'none of your ops'}: "
              f"{'MATCH' if result.match else f'DIVERGED at step {result.step}'} (largest relative difference "
-             f"{result.difference:.1e}); accuracy {result.accuracy:.1%} on its training batches")
+             f"{result.difference:.1e}); accuracy {result.accuracy:.1%} on {scored_on}")
     if not result.yours:
         return dict(record, result="FAIL", message=facts + "; none of your ops ran (all stubs or copies), so the "
                                                            "MATCH says nothing")
@@ -274,6 +296,7 @@ def main(job_file, fd):
     for name in ("tinydense.functional", "tinydense.nn", "tinydense.models", "tinydense.optim", "numpy.testing"):
         importlib.import_module(name)           # before the submission runs: the snapshot holds the real ones
     from . import grade
+    images = capstone_images() if job["kind"] == "workspace" else None    # before the submission runs
     guarded = snapshot()
     namespace = {"__name__": "__main__", "__builtins__": builtins, "__file__": job.get("file", "")}
     for source, filename in job["setup"]:                    # the instructors' imports
@@ -299,7 +322,7 @@ def main(job_file, fd):
     hidden = getattr(modules.get("hidden_checks"), "HIDDEN", {})
     run_checks(job, namespace, exercises, hidden, write)
     if job["kind"] == "workspace":
-        write(compare(job, namespace, checks))
+        write(compare(job, namespace, checks, images))
     write({"exercise": "", "result": "DONE", "message": "", "output": log.getvalue()[-4000:]})
 
 
