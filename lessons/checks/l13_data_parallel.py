@@ -21,13 +21,14 @@ def _shards(seed, counts, channels):
             for i, n in enumerate(counts)]
 
 
-def check_combine_statistics(fn, counts=(3, 5, 2), channels=4, seed=31):
+def check_combine_statistics(fn, sizes=(3, 5, 2), channels=4, seed=31):
     """combine_statistics(counts (R,), sums (R, C), sums_of_squares (R, C)) -> (mean (C,), var (C,)):
-    the batch mean and biased variance of the whole batch from each rank's count, sum and sum of squares."""
-    images = f"{', '.join(map(str, counts[:-1]))} and {counts[-1]} images"
+    the batch mean and biased variance of the whole batch from each rank's count, sum and sum of squares
+    (sizes: the ranks' image counts)."""
+    images = f"{', '.join(map(str, sizes[:-1]))} and {sizes[-1]} images"
 
     def run():
-        shards = _shards(seed, counts, channels)
+        shards = _shards(seed, sizes, channels)
         counts = np.array([len(s) for s in shards])
         sums = np.stack([s.sum(axis=0) for s in shards])
         squares = np.stack([(s * s).sum(axis=0) for s in shards])
@@ -56,7 +57,7 @@ def check_combine_statistics(fn, counts=(3, 5, 2), channels=4, seed=31):
         if not np.allclose(var, whole.var(axis=0), rtol=1e-9):
             raise Failure("the variance is wrong: the whole batch's E[x^2] (all squares over all counts) "
                           "minus the square of the mean.")
-        return f"the whole batch's mean and biased variance from {len(counts)} ranks of {images}."
+        return f"the whole batch's mean and biased variance from {len(sizes)} ranks of {images}."
     return verdict("combine statistics", getattr(fn, "__name__", "combine_statistics"), run)
 
 

@@ -147,7 +147,7 @@ HIDDEN = {
     # lesson 10
     "Recompute": _with(check_recompute, shape=(2, 5, 3), seed=1028),
     # lesson 13
-    "combine_statistics": _with(check_combine_statistics, counts=(4, 1, 6, 2), channels=3, seed=1031),
+    "combine_statistics": _with(check_combine_statistics, sizes=(4, 1, 6, 2), channels=3, seed=1031),
     "average_gradients": _with(check_average_gradients, ranks=3, batch=9, seed=1032),
     "ring_allreduce": _with(check_ring_allreduce, settings=((6, 17), (3, 11), (7, 7)), seed=1033),
 }
