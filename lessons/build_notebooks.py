@@ -25,11 +25,12 @@ tagged ``workspace``). Edit the source, then run
     python lessons/build_notebooks.py --workspace [FILE]
                                                    # your workspace (default lessons/student/my_ops.py),
                                                    # from the template; never overwrites a file
-    python lessons/build_notebooks.py --student OUT [--nbgrader]
+    python lessons/build_notebooks.py --student OUT [--nbgrader [--points POINTS.json]]
                                                    # the student release: notebooks without cells tagged
                                                    # solution or answer-key, the checkers (checks/), the template,
                                                    # the fixtures the DenseNet-building lesson reads; no instructor files
-                                                   # (--nbgrader: with nbgrader's cell metadata)
+                                                   # (--nbgrader: with nbgrader's cell metadata; --points: each
+                                                   # check's points, the JSON tinydense grade --points reads)
     python lessons/build_notebooks.py --autograder OUT.zip
                                                    # Gradescope's autograder: setup.sh, run_autograder,
                                                    # the package and the instructors' lessons
@@ -167,9 +168,11 @@ def make_workspace(path=WORKSPACE) -> Path:
     return path
 
 
-def _add_nbgrader_metadata(nb, points=1):
+def _add_nbgrader_metadata(nb, points=None):
     """nbgrader's cell metadata: each exercise stub a solution cell the student writes, each check an
-    autograded test cell (locked, ``points``) that raises when its verdict is FAIL."""
+    autograded test cell (locked, with its points: ``points[name]``, else ``points["default"]``, else 1,
+    as ``tinydense grade --points`` counts them) that raises when its verdict is FAIL."""
+    points = points or {}
     name = None
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
@@ -179,17 +182,18 @@ def _add_nbgrader_metadata(nb, points=1):
                                          "schema_version": 3}
         elif "exercise-check" in tags:
             cell.source = f"passed_check, _, _ = {cell.source.strip()}\nassert passed_check, 'FAIL: see the line above'"
-            cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": points,
+            worth = points.get(name, points.get("default", 1))
+            cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": worth,
                                          "grade_id": f"check_{name}", "schema_version": 3}
     return nb
 
 
-def student_notebook(source: Path, nbgrader=False) -> nbformat.NotebookNode:
+def student_notebook(source: Path, nbgrader=False, points=None) -> nbformat.NotebookNode:
     """The notebook as students get it: without the cells tagged solution or answer-key (with nbgrader's
-    cell metadata when ``nbgrader``)."""
+    cell metadata when ``nbgrader``, ``points`` per exercise)."""
     nb = build(source)
     nb.cells = [c for c in nb.cells if not set(c.get("metadata", {}).get("tags", [])) & set(STRIPPED_TAGS)]
-    return _add_nbgrader_metadata(nb) if nbgrader else nb
+    return _add_nbgrader_metadata(nb, points) if nbgrader else nb
 
 
 def write_autograder_zip(out) -> Path:
@@ -226,9 +230,15 @@ def write_autograder_zip(out) -> Path:
     return out
 
 
-def write_student_release(out, nbgrader=False) -> list:
+def write_student_release(out, nbgrader=False, points=None) -> list:
     """Write the student release into the new (or empty) directory ``out``; returns the files.
-    With ``nbgrader``, the notebooks carry nbgrader's cell metadata."""
+    With ``nbgrader``, the notebooks carry nbgrader's cell metadata; ``points``, a JSON file of
+    points per exercise (``tinydense grade --points``'s), gives each check cell's points."""
+    if points is not None:
+        if not nbgrader:
+            raise ValueError("points go into nbgrader's cell metadata: give them with nbgrader=True (--nbgrader)")
+        from tinydense.tools.grade_report import read_points
+        points = read_points(points)         # the grader's reader: the same file, the same errors
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty: the student release goes into a new or empty directory")
@@ -236,7 +246,7 @@ def write_student_release(out, nbgrader=False) -> list:
     written = []
     for source in sorted(SOURCES.glob("[0-9][0-9]_*.py")):
         target = out / f"{source.stem}.ipynb"
-        target.write_text(nbformat.writes(student_notebook(source, nbgrader)) + "\n")
+        target.write_text(nbformat.writes(student_notebook(source, nbgrader, points)) + "\n")
         written.append(target)
     (out / CHECKS.name).mkdir()
     for checks in sorted(CHECKS.glob("*.py")):                          # the checkers, one module a lesson
@@ -293,10 +303,18 @@ def main(argv=None) -> int:
     if argv[:1] == ["--student"]:
         nbgrader = "--nbgrader" in argv
         rest = [a for a in argv[1:] if a != "--nbgrader"]
-        if len(rest) != 1:
-            print("usage: python lessons/build_notebooks.py --student OUT [--nbgrader]")
+        points = None
+        if "--points" in rest and rest.index("--points") + 1 < len(rest):
+            at = rest.index("--points")
+            points, rest = rest[at + 1], rest[:at] + rest[at + 2:]
+        if len(rest) != 1 or "--points" in rest:
+            print("usage: python lessons/build_notebooks.py --student OUT [--nbgrader [--points POINTS.json]]")
             return 2
-        files = write_student_release(rest[0], nbgrader)
+        try:
+            files = write_student_release(rest[0], nbgrader, points)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"wrote the student release to {rest[0]}: {len(files)} files")
         return 0
     if argv[:1] == ["--autograder"]:

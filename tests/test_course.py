@@ -713,6 +713,22 @@ def test_the_nbgrader_release_marks_solutions_and_autograded_checks(tmp_path):
     assert not any("nbgrader" in c.metadata for c in plain.cells)
 
 
+def test_the_nbgrader_release_takes_its_points_from_the_graders_points_file(tmp_path, capsys):
+    points = tmp_path / "points.json"
+    points.write_text('{"default": 2, "Sigmoid": 3.5}')
+    assert build_notebooks.main(["--student", str(tmp_path / "release"), "--nbgrader", "--points", str(points)]) == 0
+    nb = nbformat.read(tmp_path / "release" / "05_gradient_checking.ipynb", as_version=4)
+    assert [(c.metadata.nbgrader.grade_id, c.metadata.nbgrader.points) for c in nb.cells
+            if c.metadata.get("nbgrader", {}).get("grade")] == [("check_numeric_gradient", 2), ("check_Sigmoid", 3.5),
+                                                                 ("check_Cat", 2)]
+    points.write_text('{"Sigmoid": -1}')                    # the grader's own validation, before anything is written
+    assert build_notebooks.main(["--student", str(tmp_path / "bad"), "--nbgrader", "--points", str(points)]) == 1
+    assert "points must be a JSON object" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="nbgrader=True"):
+        build_notebooks.write_student_release(tmp_path / "plain", points=points)
+    assert build_notebooks.main(["--student", str(tmp_path / "x"), "--points"]) == 2
+
+
 def test_the_autograder_zip_holds_what_gradescope_runs(tmp_path):
     import stat
     import zipfile

@@ -10,6 +10,7 @@ import re
 import time
 
 import nbformat
+import numpy as np
 import pytest
 
 from test_lessons import LESSONS, _stub_class, _tagged, build_notebooks, exercises, solutions
@@ -29,8 +30,9 @@ def _solved_source(cell):
     return head + inspect.getsource(obj.backward)
 
 
-def _student(tmp_path, name, edit, filename=LESSON.name):
-    nb = nbformat.read(LESSON, as_version=4)
+def _student(tmp_path, name, edit, filename=None, lesson=LESSON):
+    filename = filename or lesson.name
+    nb = nbformat.read(lesson, as_version=4)
     edit(nb)
     folder = tmp_path / "submissions" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +138,8 @@ def test_grades_workspaces_through_the_cli(tmp_path, capsys):
     assert all(r["result"] == "PASS" for r in solved), solved
     assert re.fullmatch(r"DenseNet-BC \(depth 10, k 4, float64\) on your Conv2d, BatchNorm, ReLU, MaxPool2d, "
                         r"AvgPool2d, Cat, Linear, LogSoftmax, CrossEntropy: MATCH \(largest relative difference "
-                        r"\S+\); accuracy \d+\.\d% on its training batches", solved[-1]["message"]), solved[-1]
+                        r"\S+\); accuracy \d+\.\d% on 32 real CIFAR-10 test images it did not train on",
+                        solved[-1]["message"]), solved[-1]
     assert all(r["result"] == "FAIL" and "raised RuntimeError: syntax? no" in r["message"] for r in broken[:9])
     assert "none of your ops ran" in broken[-1]["message"]
     assert re.search(r"10 of 20 exercises PASS", capsys.readouterr().out)
@@ -222,6 +225,72 @@ def test_a_copied_library_op_fails_and_says_so(tmp_path, copy, words):
     assert rows["Sigmoid"][0] == "PASS", rows
 
 
+MODULE_LESSON = LESSONS / "07_building_densenet.ipynb"
+
+
+@pytest.mark.parametrize("name, copy, words", [
+    ("DenseLayer", "from tinydense.models import DenseLayer", "is tinydense's own"),
+    ("DenseLayer", "import tinydense.models.densenet_blocks as B\nclass DenseLayer(B.DenseLayer):\n"
+                   "    def __init__(self, in_channels, growth_rate):\n        super().__init__(in_channels, growth_rate)",
+     "subclasses tinydense's own"),
+    ("DenseBlock", "class DenseBlock(nn.Module):\n    def __init__(self, num_layers, in_channels, growth_rate):\n"
+                   "        super().__init__()\n        library = LibraryDenseBlock(num_layers, in_channels, growth_rate)\n"
+                   "        for key, child in library.named_children():\n            self.add_module(key, child)\n"
+                   "    def forward(self, x):\n        return LibraryDenseBlock.forward(self, x)",
+     "calls tinydense's own DenseBlock.forward"),
+    ("Transition", None, "Transition.forward is tinydense's own"),
+])
+def test_a_copied_library_module_fails_and_says_so(tmp_path, name, copy, words):
+    """Lesson 7's exercises take module classes: one that is, subclasses or delegates to the
+    library's DenseLayer, DenseBlock or Transition fails as a copy; the other exercises still pass."""
+    def forge(nb):
+        _solve(nb)
+        cell = _stub(nb, name)
+        # a class attribute: the solution's __init__, and forward taken from the library's class
+        cell.source = copy or (cell.source.replace("    def forward(self, x):", "    forward = LibraryTransition.forward\n"
+                                                   "    def _unused(self, x):")
+                               .replace("super().__init__()", "super().__init__()\n        self.drop_rate = 0.0"))
+    rows = _results(grading.grade([_student(tmp_path, "judy", forge, lesson=MODULE_LESSON)], tmp_path / "g.csv",
+                                  timeout=120))
+    assert rows[name][0] == "FAIL" and "copied" in rows[name][1] and words in rows[name][1], rows
+    assert all(result == "PASS" for other, (result, _) in rows.items() if other != name), rows
+
+
+def test_a_solved_module_lesson_passes_with_the_tripwires_in_place(tmp_path):
+    rows = _results(grading.grade([_student(tmp_path, "ann", _solve, lesson=MODULE_LESSON)], tmp_path / "g.csv",
+                                  timeout=120))
+    assert rows == {k: ("PASS", rows[k][1]) for k in ("DenseLayer", "DenseBlock", "Transition")}, rows
+
+
+def test_a_workspace_of_import_lines_fails_every_op_as_copied(tmp_path, monkeypatch):
+    """Issue 20: a my_ops.py of eight import lines got 9 of 9 PASS; every op is now a copy, and the
+    training comparison says that none of the student's ops ran (and, without CIFAR-10, that its
+    accuracy is on synthetic images)."""
+    monkeypatch.delenv("TINYDENSE_DATA")
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    (folder / "my_ops.py").write_text(
+        "import numpy as np\n"
+        "from tinydense.ops.conv import Conv2d\n"
+        "from tinydense.ops.norm import BatchNorm\n"
+        "from tinydense.ops.activation import ReLU\n"
+        "from tinydense.ops.pool import MaxPool2d, AvgPool2d\n"
+        "from tinydense.ops.shape import Cat\n"
+        "from tinydense.ops.linear import Linear\n"
+        "from tinydense.ops.loss import LogSoftmax, CrossEntropy\n")
+    rows = grading.grade([folder / "my_ops.py"], tmp_path / "g.csv", timeout=120)
+    ops = [r for r in rows if r["exercise"] != "training"]
+    assert [r["exercise"] for r in ops] == ["Conv2d", "BatchNorm", "ReLU", "MaxPool2d", "AvgPool2d", "Cat",
+                                            "Linear", "LogSoftmax", "CrossEntropy"]
+    assert all(r["result"] == "FAIL" and r["message"].startswith("copied: ") and "is tinydense's own" in r["message"]
+               for r in ops), ops
+    training = next(r for r in rows if r["exercise"] == "training")
+    assert training["result"] == "FAIL" and "none of your ops ran" in training["message"], training
+    assert "on its training batches, synthetic random images (give the grader --data-dir" in training["message"]
+    with pytest.raises(ValueError, match="--data-dir .* holds no CIFAR-10"):
+        grading.grade([folder / "my_ops.py"], tmp_path / "g2.csv", data_dir=tmp_path)
+
+
 def test_bad_input_and_a_missing_nbformat_give_clear_errors(tmp_path, monkeypatch, capsys):
     assert cli.main(["grade", str(tmp_path / "nothing.txt"), "--out", str(tmp_path / "g.csv")]) == 1
     assert "not a notebook" in capsys.readouterr().err
@@ -259,6 +328,66 @@ def test_hidden_tests_run_only_in_the_grader_and_catch_an_answer_fit_to_the_visi
     rows = _results(grading.grade([path], tmp_path / "g.csv", timeout=120))
     assert rows["Sigmoid"][0] == "FAIL" and "a hidden test failed" in rows["Sigmoid"][1], rows
     assert rows["Cat"][0] == "PASS", rows
+
+
+def _hidden():
+    return grading.load_checks(LESSONS)["hidden_checks"].HIDDEN
+
+
+def test_every_exercise_has_hidden_tests_and_the_solutions_pass_them(capsys):
+    from test_lessons import _load
+    modules = grading.load_checks(LESSONS)
+    named = {name for module in modules.values()
+             for name in {**getattr(module, "EXERCISES", {}), **getattr(module, "WORKSPACE_CHECKS", {})}}
+    hidden = _hidden()
+    assert named == set(hidden), named ^ set(hidden)
+    data_parallel = _load("instructor/solutions_data_parallel")
+    verdicts = {name: check(getattr(solutions, name, None) or getattr(data_parallel, name))
+                for name, check in hidden.items()}
+    assert all(v[0] for v in verdicts.values()), {k: v for k, v in verdicts.items() if not v[0]}
+
+
+def _loops_2d(f, x, g, eps=1e-6):          # right for the visible (3, 4) inputs only
+    grad = np.zeros_like(x)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            old = x[i, j]
+            x[i, j] = old + eps
+            plus = (f(x) * g).sum()
+            x[i, j] = old - eps
+            minus = (f(x) * g).sum()
+            x[i, j] = old
+            grad[i, j] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def _cat_two_axes(self, g):                 # right for axes 0 and 1, the visible ones
+    bounds = np.cumsum([0] + list(self.sizes))
+    return tuple(g[a:b] if self.axis == 0 else g[:, a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def _four_channels(counts, sums, squares):  # a loop over the visible 4 channels
+    n = counts.sum()
+    mean = np.array([sums[:, c].sum() / n for c in range(4)])
+    return mean, np.array([squares[:, c].sum() / n for c in range(4)]) - mean ** 2
+
+
+def _schedule_without_floor(epochs, base_lr=0.1):    # no "never before epoch 1": right for 3 epochs and up
+    return [base_lr * 0.1 ** ((e >= epochs // 2) + (e >= 3 * epochs // 4)) for e in range(epochs)]
+
+
+@pytest.mark.parametrize("name, answer", [
+    ("numeric_gradient", lambda: _loops_2d),
+    ("Cat", lambda: type("Cat", (solutions.Cat,), {"backward": _cat_two_axes})),
+    ("combine_statistics", lambda: _four_channels),
+    ("paper_schedule", lambda: _schedule_without_floor),
+])
+def test_an_answer_fit_to_the_visible_cases_fails_a_hidden_test(name, answer, capsys):
+    checks = {n: c for m in grading.load_checks(LESSONS).values() for n, c in getattr(m, "EXERCISES", {}).items()}
+    fit = answer()
+    assert checks[name](fit)[0], capsys.readouterr().out              # the visible check: PASS
+    ok, _, message = _hidden()[name](fit)
+    assert not ok and "FAIL" in capsys.readouterr().out, message
 
 
 # --- what the grader writes: identity, points, feedback, Gradescope ------------------------------

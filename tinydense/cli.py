@@ -436,6 +436,8 @@ def _add_grade_command(sub):
     p.add_argument("--points", metavar="JSON", help='points per exercise, e.g. {"default": 1, "Conv2d": 3}')
     p.add_argument("--feedback", metavar="DIR", help="write a feedback file per student into DIR")
     p.add_argument("--gradescope", metavar="FILE", help="also write Gradescope's results.json to FILE")
+    p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 for the capstone's accuracy (default: $TINYDENSE_DATA "
+                                                     "if it holds CIFAR-10, else synthetic images)")
     p.set_defaults(func=cmd_grade)
 
 
@@ -443,7 +445,7 @@ def cmd_grade(args) -> int:
     from .tools.grade import grade
     rows = grade(args.paths, args.out, lessons=args.course, timeout=args.timeout, fast=not args.full,
                  cell_timeout=args.cell_timeout, jobs=args.jobs, pattern=args.pattern, roster=args.roster,
-                 points=args.points, feedback=args.feedback, gradescope=args.gradescope)
+                 points=args.points, feedback=args.feedback, gradescope=args.gradescope, data_dir=args.data_dir)
     print(f"{sum(r['result'] == 'PASS' for r in rows)} of {len(rows)} exercises PASS; wrote {args.out}")
     return 0
 

@@ -26,16 +26,16 @@ def check_conv2d(cls):
                           advice='lesson 2, section 6 ("The backward pass is two more matrix products"): dweight and dx are each one matrix product with g; dx goes back through col2im, where taps that overlap ADD.')
 
 
-def _conv_settings(r):
-    return [((2, 3, 5, 5), (4, 3, 3, 3), 1, 1), ((1, 2, 7, 6), (3, 2, 3, 3), 2, 0),
-            ((2, 1, 4, 4), (2, 1, 1, 1), 1, 0), ((1, 2, 6, 5), (1, 2, 3, 3), 2, 2)]
+LOOP_SETTINGS = [((2, 3, 5, 5), (4, 3, 3, 3), 1, 1), ((1, 2, 7, 6), (3, 2, 3, 3), 2, 0),
+                 ((2, 1, 4, 4), (2, 1, 1, 1), 1, 0), ((1, 2, 6, 5), (1, 2, 3, 3), 2, 2)]
 
 
-def check_conv2d_loops(fn):
-    """conv2d_loops(x, w, b, stride, padding) -> y (N, O, OH, OW), NumPy arrays."""
+def check_conv2d_loops(fn, settings=LOOP_SETTINGS, seed=20):
+    """conv2d_loops(x, w, b, stride, padding) -> y (N, O, OH, OW), NumPy arrays.
+    settings: [(x shape, w shape, stride, padding)]."""
     def run():
-        r = rng(20)
-        for xs, ws, s, p in _conv_settings(r):
+        r = rng(seed)
+        for xs, ws, s, p in settings:
             x, w, b = r.standard_normal(xs), r.standard_normal(ws), r.standard_normal(ws[0])
             where = f"[x {xs}, w {ws}, stride {s}, padding {p}]"
             y = np.asarray(fn(x, w, b, s, p))
@@ -49,7 +49,7 @@ def check_conv2d_loops(fn):
                 raise Failure(f"the output values are wrong {where} (largest difference "
                               f"{np.abs(y - want).max():.3g}): window (i, j) starts at input pixel "
                               f"(i*S, j*S) of the zero-padded input, and sums over all input channels.")
-        return "your loops compute the same convolution as F.conv2d in all 4 cases."
+        return f"your loops compute the same convolution as F.conv2d in all {len(settings)} cases."
     return verdict("convolution by loops", getattr(fn, "__name__", "conv2d_loops"), run)
 
 
@@ -63,11 +63,12 @@ def _columns_by_convolution(x, K, stride, padding):
     return y.reshape(N, rows, -1)
 
 
-def check_im2col(fn):
-    """im2col(x, K, stride, padding) -> (N, C*K*K, OH*OW): column p of image n is output pixel p's patch."""
+def check_im2col(fn, settings=(((2, 3, 5, 5), 3, 1, 1), ((1, 2, 7, 6), 3, 2, 0), ((1, 1, 6, 6), 2, 2, 1)), seed=21):
+    """im2col(x, K, stride, padding) -> (N, C*K*K, OH*OW): column p of image n is output pixel p's patch.
+    settings: [(x shape, K, stride, padding)]."""
     def run():
-        r = rng(21)
-        for xs, K, s, p in [((2, 3, 5, 5), 3, 1, 1), ((1, 2, 7, 6), 3, 2, 0), ((1, 1, 6, 6), 2, 2, 1)]:
+        r = rng(seed)
+        for xs, K, s, p in settings:
             x = r.standard_normal(xs)
             where = f"[x {xs}, K {K}, stride {s}, padding {p}]"
             cols, want = np.asarray(fn(x, K, s, p)), _columns_by_convolution(x, K, s, p)
@@ -80,7 +81,7 @@ def check_im2col(fn):
                 raise Failure(f"the column matrix has the right shape but wrong entries {where}"
                               + (": the rows are in the wrong order; row (c, a, b) is c*K*K + a*K + b."
                                   if same_set else ": check the stride and the padding of the slices."))
-        return "your column matrices equal the per-pixel definition in all 3 cases."
+        return f"your column matrices equal the per-pixel definition in all {len(settings)} cases."
     return verdict("im2col", getattr(fn, "__name__", "im2col"), run)
 
 

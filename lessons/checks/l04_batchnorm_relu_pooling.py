@@ -45,10 +45,18 @@ def check_avg_pool(cls):
                           advice='lesson 4, section 2 ("Max pooling routes, average pooling spreads"): every tap of a window gets an equal share; overlapping windows ADD.')
 
 
-def check_batch_norm(cls):
+BATCH_NORM_CASES = [("training mode", (4, 3, 2, 2), True, True),
+                    ("training mode, odd shape", (2, 2, 3, 5), True, True),
+                    ("training mode, no weight and bias", (3, 2, 2, 3), True, False),
+                    ("eval mode (running statistics)", (2, 3, 3, 3), False, True),
+                    ("training mode, (N, C) input", (5, 4), True, True)]
+
+
+def check_batch_norm(cls, settings=BATCH_NORM_CASES, seed=17):
     """BatchNorm.forward(x, running_mean, running_var, weight=None, bias=None, training=False,
-    momentum=0.1, eps=1e-5); backward returns (dx, None, None, dweight, dbias), or (dx, None, None)."""
-    r = rng(17)
+    momentum=0.1, eps=1e-5); backward returns (dx, None, None, dweight, dbias), or (dx, None, None).
+    settings: [(label, x shape, training, with weight and bias)]."""
+    r = rng(seed)
 
     def case(label, shape, training, affine):
         C = shape[1]
@@ -72,11 +80,7 @@ def check_batch_norm(cls):
         return Case(label, call, reference, arrays, names,
                     slots=["x", "running_mean", "running_var"] + names[1:], extra=extra)
 
-    cases = [case("training mode", (4, 3, 2, 2), True, True),
-             case("training mode, odd shape", (2, 2, 3, 5), True, True),
-             case("training mode, no weight and bias", (3, 2, 2, 3), True, False),
-             case("eval mode (running statistics)", (2, 3, 3, 3), False, True),
-             case("training mode, (N, C) input", (5, 4), True, True)]
+    cases = [case(*setting) for setting in settings]
     return check_function("batch norm", cls, cases,
                           advice='lesson 4, sections 4 ("Batch norm: deriving the backward pass": the mean and variance depend on x too, so dx has three terms) and 5 (eval mode: the statistics are constants).')
 

@@ -17,11 +17,14 @@ def check_sigmoid(cls):
                           advice='lesson 5, section 6 ("Exercises: two backward passes"): write the derivative of the sigmoid in terms of its output.')
 
 
-def check_cat(cls):
-    """Cat.forward(*xs, axis=1) joins tensors along axis; backward returns one dx per input."""
-    r = rng(16)
-    groups = [([(2, 3, 2, 2), (2, 1, 2, 2)], 1), ([(1, 2, 3, 3), (1, 4, 3, 3), (1, 1, 3, 3)], 1),
+CAT_GROUPS = [([(2, 3, 2, 2), (2, 1, 2, 2)], 1), ([(1, 2, 3, 3), (1, 4, 3, 3), (1, 1, 3, 3)], 1),
               ([(2, 3), (2, 5)], 1), ([(2, 3, 2), (1, 3, 2)], 0)]
+
+
+def check_cat(cls, groups=CAT_GROUPS, seed=16):
+    """Cat.forward(*xs, axis=1) joins tensors along axis; backward returns one dx per input.
+    groups: [(the inputs' shapes, axis)]."""
+    r = rng(seed)
     cases = []
     for shapes, axis in groups:
         names = [f"x{i}" for i in range(len(shapes))]
@@ -32,15 +35,17 @@ def check_cat(cls):
                           advice='lesson 5, section 6 ("Exercises: two backward passes"): concatenation only moves values, so its backward only moves gradients.')
 
 
-def check_numeric_gradient(fn):
-    """numeric_gradient(f, x, g, eps=1e-6) -> d/dx of sum(f(x) * g) by central differences."""
+NUMERIC_TESTS = [("sin", np.sin, np.cos), ("x^3", lambda x: x ** 3, lambda x: 3 * x ** 2), ("exp", np.exp, np.exp)]
+
+
+def check_numeric_gradient(fn, tests=NUMERIC_TESTS, shape=(3, 4), seed=22):
+    """numeric_gradient(f, x, g, eps=1e-6) -> d/dx of sum(f(x) * g) by central differences.
+    tests: [(label, f, its derivative)], on random x and g of ``shape``."""
     def run():
-        r = rng(22)
-        tests = [("sin", np.sin, np.cos), ("x^3", lambda x: x ** 3, lambda x: 3 * x ** 2),
-                 ("exp", np.exp, np.exp)]
+        r = rng(seed)
         for label, f, df in tests:
-            x = r.standard_normal((3, 4))
-            g = r.standard_normal((3, 4))
+            x = r.standard_normal(shape)
+            g = r.standard_normal(shape)
             before, g_before = x.copy(), g.copy()
             got = np.asarray(fn(f, x, g))
             if not np.array_equal(g, g_before):
@@ -62,7 +67,7 @@ def check_numeric_gradient(fn):
                 kind = (" That is the size of a forward difference's error: use (f(x+eps) - f(x-eps)) / (2 eps)."
                         if err < 1e-4 else "")
                 raise Failure(f"your gradient is off by {err:.1e} relative [{label}], more than 1e-7.{kind}")
-        return "central differences, with the upstream gradient, to 1e-7 in all 3 cases."
+        return f"central differences, with the upstream gradient, to 1e-7 in all {len(tests)} cases."
     return verdict("numeric gradient", getattr(fn, "__name__", "numeric_gradient"), run)
 
 

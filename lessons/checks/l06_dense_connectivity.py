@@ -17,12 +17,13 @@ def _config_name(depth, k, bottleneck, compression):
     return f"{kind} L={depth} k={k}"
 
 
-def check_densenet_parameters(fn):
-    """densenet_parameters(depth, growth_rate, bottleneck, compression) -> int, counted by hand."""
+def check_densenet_parameters(fn, configs=_PARAM_CONFIGS):
+    """densenet_parameters(depth, growth_rate, bottleneck, compression) -> int, counted by hand.
+    configs: [(depth, growth_rate, bottleneck, compression)]."""
     from tinydense.models import densenet
 
     def run():
-        for depth, k, bottleneck, compression in _PARAM_CONFIGS:
+        for depth, k, bottleneck, compression in configs:
             name = _config_name(depth, k, bottleneck, compression)
             got = fn(depth, k, bottleneck, compression)
             if isinstance(got, bool) or not isinstance(got, (int, np.integer)):
@@ -43,17 +44,17 @@ def check_densenet_parameters(fn):
                           f"({'more' if got > want else 'fewer'} by {abs(got - want):,}). Count the stem "
                           f"(16 channels, or 2k for DenseNet-BC), every layer, the transitions, norm5 and "
                           f"the classifier.")
-        return f"the right count for all {len(_PARAM_CONFIGS)} configurations (DenseNet-40: 1,019,722)."
+        return f"the right count for all {len(configs)} configurations (DenseNet-40: 1,019,722)."
     return verdict("parameter count", getattr(fn, "__name__", "densenet_parameters"), run)
 
 
-def check_channel_widths(fn):
+def check_channel_widths(fn, configs=_PARAM_CONFIGS):
     """channel_widths(depth, growth_rate, bottleneck, compression) -> [stem, after block 1, after
-    transition 1, after block 2, after transition 2, after block 3]."""
+    transition 1, after block 2, after transition 2, after block 3]. configs: as check_densenet_parameters'."""
     from tinydense.models import densenet
 
     def run():
-        for depth, k, bottleneck, compression in _PARAM_CONFIGS:
+        for depth, k, bottleneck, compression in configs:
             name = _config_name(depth, k, bottleneck, compression)
             model = densenet(depth, k, bottleneck=bottleneck, compression=compression)
             f = dict(model.features.named_children())
@@ -74,7 +75,7 @@ def check_channel_widths(fn):
                     "block 2", "transition 2", "block 3"][first]
             raise Failure(f"{name}: got {got}, the first wrong number is {what}: {got[first]} "
                           f"instead of {want[first]}.")
-        return f"the right widths for all {len(_PARAM_CONFIGS)} configurations."
+        return f"the right widths for all {len(configs)} configurations."
     return verdict("channel widths", getattr(fn, "__name__", "channel_widths"), run)
 
 

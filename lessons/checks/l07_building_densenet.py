@@ -57,29 +57,29 @@ def _check_module(title, cls, library, cases, seed, advice):
     return verdict(title, getattr(cls, "__name__", library.__name__), run)
 
 
-def check_dense_layer(cls):
-    """DenseLayer(in_channels, growth_rate): BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k) on a list of features."""
+def check_dense_layer(cls, cases=(((8, 4), [(2, 8, 5, 5)], {"bottleneck": True}),
+                                   ((10, 3), [(2, 4, 5, 5), (2, 3, 5, 5), (2, 3, 5, 5)], {"bottleneck": True})),
+                      seed=23):
+    """DenseLayer(in_channels, growth_rate): BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k) on a list of features.
+    cases: as _check_module's."""
     from tinydense.models import DenseLayer
-    return _check_module("dense layer", cls, DenseLayer, [((8, 4), [(2, 8, 5, 5)], {"bottleneck": True}),
-                                                   ((10, 3), [(2, 4, 5, 5), (2, 3, 5, 5), (2, 3, 5, 5)],
-                                                    {"bottleneck": True})], seed=23,
+    return _check_module("dense layer", cls, DenseLayer, cases, seed=seed,
                   advice="check the order cat - BN - ReLU - Conv1x1 - BN - ReLU - Conv3x3 and the 3x3's padding 1.")
 
 
-def check_dense_block(cls):
+def check_dense_block(cls, cases=(((1, 4, 3), (2, 4, 4, 4), {"bottleneck": True}),
+                                   ((3, 6, 4), (2, 6, 4, 4), {"bottleneck": True})), seed=24):
     """DenseBlock(num_layers, in_channels, growth_rate): output = [x, x_1, ..., x_L] along channels."""
     from tinydense.models import DenseBlock
-    options = {"bottleneck": True}
-    return _check_module("dense block", cls, DenseBlock, [((1, 4, 3), (2, 4, 4, 4), options),
-                                                   ((3, 6, 4), (2, 6, 4, 4), options)], seed=24,
+    return _check_module("dense block", cls, DenseBlock, cases, seed=seed,
                   advice="each layer gets the list of ALL feature maps so far; the output is their "
                          "concatenation in order, [x, x_1, ..., x_L].")
 
 
-def check_transition(cls):
+def check_transition(cls, cases=(((8, 4), (2, 8, 6, 6), {}), ((5, 2), (2, 5, 4, 4), {})), seed=25):
     """Transition(in_channels, out_channels): BN-ReLU-Conv1x1-AvgPool 2x2/2."""
     from tinydense.models.densenet import Transition
-    return _check_module("transition", cls, Transition, [((8, 4), (2, 8, 6, 6), {}), ((5, 2), (2, 5, 4, 4), {})], seed=25,
+    return _check_module("transition", cls, Transition, cases, seed=seed,
                   advice="check the order BN - ReLU - Conv1x1 - pooling, and that the pooling AVERAGES "
                          "2x2 windows with stride 2 (not max pooling).")
 

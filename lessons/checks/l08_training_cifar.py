@@ -18,11 +18,12 @@ def check_log_softmax(cls):
                           advice='lesson 8, section 3 ("Model, loss and optimiser"): every output depends on every input of its row through the normaliser.')
 
 
-def check_cross_entropy(cls):
-    """CrossEntropy.forward(logits, labels) -> mean loss; backward returns (dlogits, None)."""
-    r = rng(19)
+def check_cross_entropy(cls, sizes=((4, 5), (1, 3), (6, 10)), seed=19):
+    """CrossEntropy.forward(logits, labels) -> mean loss; backward returns (dlogits, None).
+    sizes: [(images, classes)]."""
+    r = rng(seed)
     cases = []
-    for n, k in [(4, 5), (1, 3), (6, 10)]:
+    for n, k in sizes:
         labels = r.integers(0, k, n)
         cases.append(Case(f"{n} images, {k} classes", lambda c, z, y=labels: c.apply(z, y),
                           lambda z, y=labels: F.cross_entropy(z, y), [3 * r.standard_normal((n, k))], ["logits"],
@@ -31,16 +32,17 @@ def check_cross_entropy(cls):
                           advice='lesson 8, section 3 ("Model, loss and optimiser"): the loss is a mean over the batch, and g is a scalar.')
 
 
-def check_sgd_step(fn):
+def check_sgd_step(fn, settings=((0.1, 0.9, 1e-4), (0.05, 0.5, 0.1)), shape=(3, 2), steps=3, seed=26):
     """sgd_step(p, g, buffer, lr, momentum, weight_decay) -> (new p, new buffer): one step of
-    SGD with Nesterov momentum and L2 weight decay; buffer is None before the first step."""
+    SGD with Nesterov momentum and L2 weight decay; buffer is None before the first step.
+    settings: [(lr, momentum, weight decay)], each for ``steps`` steps on a parameter of ``shape``."""
     from tinydense.optim import SGD
 
     def run():
-        r = rng(26)
-        for lr, momentum, wd in [(0.1, 0.9, 1e-4), (0.05, 0.5, 0.1)]:
-            p0 = r.standard_normal((3, 2))
-            grads = [r.standard_normal((3, 2)) for _ in range(3)]
+        r = rng(seed)
+        for lr, momentum, wd in settings:
+            p0 = r.standard_normal(shape)
+            grads = [r.standard_normal(shape) for _ in range(steps)]
             ref = td.nn.Parameter(p0.copy())
             opt = SGD([ref], lr=lr, momentum=momentum, nesterov=True, weight_decay=wd)
             p, buf = p0.copy(), None
@@ -58,17 +60,18 @@ def check_sgd_step(fn):
                               f"{np.abs(p - ref.data).max():.3g}). Check the order of the four updates (weight "
                               f"decay into g, the momentum buffer, the Nesterov look-ahead, the step) against "
                               f"lesson 8, section 3 (\"Model, loss and optimiser\") and tinydense/optim/sgd.py.")
-        return "the same parameters as tinydense's SGD (Nesterov, weight decay) over 3 steps, twice."
+        return (f"the same parameters as tinydense's SGD (Nesterov, weight decay) over {steps} steps, "
+                f"{len(settings)} times.")
     return verdict("SGD step", getattr(fn, "__name__", "sgd_step"), run)
 
 
-def check_paper_schedule(fn):
+def check_paper_schedule(fn, runs=(300, 40, 7, 3)):
     """paper_schedule(epochs, base_lr=0.1) -> the learning rate of every epoch: base_lr,
-    divided by 10 at 50% and at 75% of the epochs (the paper's recipe)."""
+    divided by 10 at 50% and at 75% of the epochs (the paper's recipe); runs: the epochs checked."""
     from tinydense.optim import SGD, MultiStepLR
 
     def run():
-        for epochs in (300, 40, 7, 3):
+        for epochs in runs:
             opt = SGD([td.nn.Parameter(np.zeros(1))], lr=0.1)
             milestones = sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
             sched = MultiStepLR(opt, milestones, gamma=0.1)
@@ -82,7 +85,7 @@ def check_paper_schedule(fn):
             raise Failure(f"{epochs} epochs: epoch {first} (counting from 0) should train at {want[first]:g}, "
                           f"yours says {got[first]:g}: the rate is divided by 10 at 50% and at 75% of the "
                           f"epochs, each rounded down (never before epoch 1); here at epochs {milestones}.")
-        return "the paper's schedule for 300, 40, 7 and 3 epochs."
+        return f"the paper's schedule for {', '.join(map(str, runs[:-1]))} and {runs[-1]} epochs."
     return verdict("learning-rate schedule", getattr(fn, "__name__", "paper_schedule"), run)
 
 

@@ -7,19 +7,19 @@ import numpy as np
 from .common import Failure, guess_mistake, rng, tensors, verdict
 
 
-def check_recompute(cls):
+def check_recompute(cls, shape=(3, 4), seed=28):
     """Recompute.forward(*arrays, fn) runs fn without a graph; backward must rebuild the graph
-    with fn(..., recompute=True) and return one gradient per input."""
+    with fn(..., recompute=True) and return one gradient per input (inputs of ``shape``)."""
     def run():
-        r = rng(28)
-        a0, b0 = r.standard_normal((3, 4)), r.standard_normal((3, 4))
+        r = rng(seed)
+        a0, b0 = r.standard_normal(shape), r.standard_normal(shape)
         calls = []
 
         def fn(a, b, recompute):
             calls.append(recompute)
             return (a * b).tanh() + a
 
-        g, g2 = r.standard_normal((3, 4)), r.standard_normal((3, 4))
+        g, g2 = r.standard_normal(shape), r.standard_normal(shape)
         a, b = tensors([a0, b0])
         out = cls.apply(a, b, fn=fn)
         if out._creator is None or not isinstance(out._creator, cls):

@@ -14,17 +14,21 @@ import tinydense.functional as F
 from .common import Failure, rng, verdict
 
 
-def _shards(seed):
-    """Three ranks' activations (count_r, C) with different counts and means: [(3, 4), (5, 4), (2, 4)]."""
+def _shards(seed, counts, channels):
+    """The ranks' activations (count_r, C) with different counts and means (shifted by -1, 0.5, 2, ...)."""
     r = rng(seed)
-    return [r.standard_normal((n, 4)) * r.uniform(0.5, 2, 4) + shift for n, shift in ((3, -1.0), (5, 0.5), (2, 2.0))]
+    return [r.standard_normal((n, channels)) * r.uniform(0.5, 2, channels) + (-1.0 + 1.5 * i)
+            for i, n in enumerate(counts)]
 
 
-def check_combine_statistics(fn):
+def check_combine_statistics(fn, sizes=(3, 5, 2), channels=4, seed=31):
     """combine_statistics(counts (R,), sums (R, C), sums_of_squares (R, C)) -> (mean (C,), var (C,)):
-    the batch mean and biased variance of the whole batch from each rank's count, sum and sum of squares."""
+    the batch mean and biased variance of the whole batch from each rank's count, sum and sum of squares
+    (sizes: the ranks' image counts)."""
+    images = f"{', '.join(map(str, sizes[:-1]))} and {sizes[-1]} images"
+
     def run():
-        shards = _shards(31)
+        shards = _shards(seed, sizes, channels)
         counts = np.array([len(s) for s in shards])
         sums = np.stack([s.sum(axis=0) for s in shards])
         squares = np.stack([(s * s).sum(axis=0) for s in shards])
@@ -36,12 +40,13 @@ def check_combine_statistics(fn):
         if any(not np.array_equal(a, b) for a, b in zip(inputs, (counts, sums, squares))):
             raise Failure("your function changed its inputs in place; leave the ranks' sums as they are")
         mean, var = (np.asarray(v, dtype=float) for v in got)
-        if mean.shape != (4,) or var.shape != (4,):
-            raise Failure(f"mean and var need one value per channel, shape (4,); got {mean.shape} and {var.shape}")
+        if mean.shape != (channels,) or var.shape != (channels,):
+            raise Failure(f"mean and var need one value per channel, shape ({channels},); got {mean.shape} and "
+                          f"{var.shape}")
         if not np.allclose(mean, whole.mean(axis=0), rtol=1e-9):
             if np.allclose(mean, np.mean([s.mean(axis=0) for s in shards], axis=0), rtol=1e-9):
-                raise Failure("your mean is the average of the ranks' means: with 3, 5 and 2 images the ranks "
-                              "weigh differently. Add up the sums and divide by the total count.")
+                raise Failure(f"your mean is the average of the ranks' means: with {images} the ranks "
+                              f"weigh differently. Add up the sums and divide by the total count.")
             raise Failure("the mean is wrong: it is the sum of every rank's sum over the sum of the counts.")
         if np.allclose(var, whole.var(axis=0, ddof=1), rtol=1e-9):
             raise Failure("that is the unbiased variance (divided by n - 1): batch norm normalises with the "
@@ -52,16 +57,16 @@ def check_combine_statistics(fn):
         if not np.allclose(var, whole.var(axis=0), rtol=1e-9):
             raise Failure("the variance is wrong: the whole batch's E[x^2] (all squares over all counts) "
                           "minus the square of the mean.")
-        return "the whole batch's mean and biased variance from 3 ranks of 3, 5 and 2 images."
+        return f"the whole batch's mean and biased variance from {len(sizes)} ranks of {images}."
     return verdict("combine statistics", getattr(fn, "__name__", "combine_statistics"), run)
 
 
-def check_average_gradients(fn):
+def check_average_gradients(fn, ranks=4, batch=12, seed=32):
     """average_gradients(grads) -> one list of arrays: grads[r][i] is rank r's gradient of parameter i,
-    the average over the ranks; with equal shards, the gradient of the whole batch."""
+    the average over the ranks; with equal shards, the gradient of the whole batch (a multiple of ranks)."""
     def run():
-        r = rng(32)
-        x, y = r.standard_normal((12, 5)), r.integers(0, 3, 12)
+        r = rng(seed)
+        x, y = r.standard_normal((batch, 5)), r.integers(0, 3, batch)
         w0, b0 = r.standard_normal((3, 5)), r.standard_normal(3)
 
         def grads(rows):
@@ -69,8 +74,7 @@ def check_average_gradients(fn):
             F.cross_entropy(F.linear(td.tensor(x[rows]), w, b), y[rows]).backward()
             return [w.grad, b.grad]
 
-        ranks = 4
-        per_rank = [grads(np.arange(k, 12, ranks)) for k in range(ranks)]
+        per_rank = [grads(np.arange(k, batch, ranks)) for k in range(ranks)]
         kept = [[g.copy() for g in gs] for gs in per_rank]
         got = fn(per_rank)
         if any(not np.array_equal(a, b) for gs, ks in zip(per_rank, kept) for a, b in zip(gs, ks)):
@@ -79,7 +83,7 @@ def check_average_gradients(fn):
         if not isinstance(got, list) or len(got) != 2:
             raise Failure(f"return one list with a gradient per parameter (2 here: weight and bias), got "
                           f"{type(got).__name__} of length {len(got) if hasattr(got, '__len__') else '?'}")
-        whole = grads(np.arange(12))
+        whole = grads(np.arange(batch))
         for name, mine, right in zip(("weight", "bias"), got, whole):
             mine = np.asarray(mine)
             if mine.shape != right.shape:
@@ -92,7 +96,7 @@ def check_average_gradients(fn):
                 raise Failure(f"the {name} gradient is rank 0's alone: average every rank's")
             if not np.allclose(mine, right, rtol=1e-9, atol=1e-12):
                 raise Failure(f"the {name} gradient is not the whole batch's: average grads[r][i] over r")
-        return "the average over 4 ranks is the gradient of the whole batch of 12."
+        return f"the average over {ranks} ranks is the gradient of the whole batch of {batch}."
     return verdict("average gradients", getattr(fn, "__name__", "average_gradients"), run)
 
 
@@ -113,13 +117,13 @@ class Network:
         return array.copy()
 
 
-def check_ring_allreduce(fn):
+def check_ring_allreduce(fn, settings=((4, 10), (3, 7), (2, 5), (5, 23)), seed=33):
     """ring_allreduce(buffers, send) -> every rank's sum: buffers[r] is rank r's flat array; send(src, dst,
     array) returns what arrives. A ring allreduce: reduce-scatter then allgather, 2 (N - 1) messages
-    per rank, each of about size / N values."""
+    per rank, each of about size / N values. settings: [(ranks N, buffer length)]."""
     def run():
-        r = rng(33)
-        for size, length in ((4, 10), (3, 7), (2, 5), (5, 23)):
+        r = rng(seed)
+        for size, length in settings:
             buffers = [r.standard_normal(length) for _ in range(size)]
             kept = [b.copy() for b in buffers]
             network = Network(size)
@@ -138,7 +142,9 @@ def check_ring_allreduce(fn):
                 raise Failure(f"N={size}: the ranks sent {network.values.sum()} values in all; each message "
                               f"should be one chunk of the buffer (np.array_split(buffer, N)), "
                               f"2 (N - 1) x {length} values in all")
-        return "the sum on every rank, 2 (N - 1) messages per rank of one chunk each, for N = 2 to 5."
+        sizes = sorted({size for size, _ in settings})
+        return (f"the sum on every rank, 2 (N - 1) messages per rank of one chunk each, for N = "
+                f"{sizes[0]} to {sizes[-1]}.")
     return verdict("ring allreduce", getattr(fn, "__name__", "ring_allreduce"), run)
 
 

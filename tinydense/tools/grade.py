@@ -53,6 +53,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..data.cifar import missing_files
 from . import grade_report as report
 
 STUB_TAG = "exercise-stub"
@@ -209,15 +210,17 @@ def _sweep(known):
                 os.waitpid(pid, 0)
 
 
-def run_child(job, course, timeout, cell_timeout, fast, known):
+def run_child(job, course, timeout, cell_timeout, fast, known, data_dir=None):
     """Run one job in a fresh process (own session, private temporary folder, verdicts over a pipe);
-    kill its process group at the end. Returns (records, why it stopped or None)."""
+    kill its process group at the end. Returns (records, why it stopped or None). The child's
+    TINYDENSE_DATA is ``data_dir``, else ours."""
     folder = Path(tempfile.mkdtemp(prefix="tinydense-grade-"))
     job = dict(job, course=str(Path(course).resolve()), cell_timeout=cell_timeout)
     (folder / "job.json").write_text(json.dumps(job))
     read_end, write_end = os.pipe()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TINYDENSE_")}
-    env.update(TMPDIR=str(folder), HOME=str(folder), TINYDENSE_DATA=os.environ.get("TINYDENSE_DATA", ""),
+    env.update(TMPDIR=str(folder), HOME=str(folder),
+               TINYDENSE_DATA=str(Path(data_dir).resolve()) if data_dir else os.environ.get("TINYDENSE_DATA", ""),
                **({"TINYDENSE_LESSONS_FAST": "1"} if fast else {}))
     records, lines = [], []
     try:
@@ -282,7 +285,7 @@ def _workspace_beside(path):
     return next((p for p in (path.parent / "my_ops.py", path.parent / "student" / "my_ops.py") if p.is_file()), None)
 
 
-def grade_notebook(path, course, references, timeout, cell_timeout, fast, known):
+def grade_notebook(path, course, references, timeout, cell_timeout, fast, known, data_dir=None):
     """Rows (exercise, result, message, output) for one notebook."""
     import nbformat
     try:
@@ -301,7 +304,7 @@ def grade_notebook(path, course, references, timeout, cell_timeout, fast, known)
         workspace = _workspace_beside(path)
         if workspace is None:
             return [("workspace", "FAIL", "no workspace (my_ops.py or student/my_ops.py) beside the notebook", "")]
-        return grade_workspace(workspace, course, timeout, cell_timeout, fast, known)
+        return grade_workspace(workspace, course, timeout, cell_timeout, fast, known, data_dir)
     job = dict(notebook_job(nb, stem, reference), module=module)
     expected = list(checks[module].EXERCISES)
     job["missing"] = {name: "the stub cell was deleted from the notebook" for name in expected
@@ -309,8 +312,9 @@ def grade_notebook(path, course, references, timeout, cell_timeout, fast, known)
     return _verdicts(*run_child(job, course, timeout, cell_timeout, fast, known), expected)
 
 
-def grade_workspace(path, course, timeout, cell_timeout, fast, known):
-    """Rows (op, result, message, output) for one workspace file."""
+def grade_workspace(path, course, timeout, cell_timeout, fast, known, data_dir=None):
+    """Rows (op, result, message, output) for one workspace file (the training row's accuracy on
+    CIFAR-10 from ``data_dir`` or $TINYDENSE_DATA when there, else on synthetic images)."""
     path = Path(path)
     checks = load_checks(course)["l12_build_your_own_densenet"]
     expected = list(checks.WORKSPACE_CHECKS) + ["training"]         # the capstone's MATCH, with accuracy
@@ -320,7 +324,7 @@ def grade_workspace(path, course, timeout, cell_timeout, fast, known):
         return [(name, "FAIL", f"cannot read the workspace: {e}", "") for name in expected]
     job = {"kind": "workspace", "module": "l12_build_your_own_densenet", "setup": [], "file": str(path.resolve()),
            "code": [("workspace", source, str(path.name))], "defines": {"workspace": expected}}
-    return _verdicts(*run_child(job, course, timeout, cell_timeout, fast, known), expected)
+    return _verdicts(*run_child(job, course, timeout, cell_timeout, fast, known, data_dir), expected)
 
 
 def _capstone_workspace(path, references):
@@ -334,12 +338,14 @@ def _capstone_workspace(path, references):
 
 
 def grade(paths, out, lessons=None, timeout=600, fast=True, progress=print, cell_timeout=None, jobs=1,
-          pattern=None, roster=None, points=None, feedback=None, gradescope=None):
+          pattern=None, roster=None, points=None, feedback=None, gradescope=None, data_dir=None):
     """Grade every notebook and workspace under ``paths`` (``jobs`` at a time); write the CSV ``out`` (and,
     if asked, a feedback file per student into ``feedback`` and Gradescope's results.json ``gradescope``)
     once every child process is gone; return the rows (dicts with the keys of report.FIELDS and output).
     The student of a file comes from ``pattern`` (a regular expression with a group ``student``, or
-    ``key`` looked up in the ``roster`` CSV), else from the first folder below the path given."""
+    ``key`` looked up in the ``roster`` CSV), else from the first folder below the path given. The
+    capstone's accuracy is measured on CIFAR-10 from ``data_dir`` (else $TINYDENSE_DATA) when it is there,
+    else on synthetic images, and its row says which."""
     start = time.perf_counter()
     course = Path(lessons) if lessons else default_lessons_dir()
     if course is None or not (course / "checks" / "__init__.py").is_file():
@@ -352,6 +358,8 @@ def grade(paths, out, lessons=None, timeout=600, fast=True, progress=print, cell
                          f"limit ({timeout:g} s)")
     if int(jobs) != jobs or jobs < 1:
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs}")
+    if data_dir is not None and missing_files("cifar10", data_dir):
+        raise ValueError(f"--data-dir {data_dir} holds no CIFAR-10 (missing {missing_files('cifar10', data_dir)[0]})")
     if pattern is not None:
         report.check_pattern(pattern)
     roster = report.read_roster(roster) if roster else None
@@ -380,9 +388,9 @@ def grade(paths, out, lessons=None, timeout=600, fast=True, progress=print, cell
 
     def one(f):
         if f.suffix == ".py":
-            new = grade_workspace(f, course, timeout, cell_timeout, fast, known)
+            new = grade_workspace(f, course, timeout, cell_timeout, fast, known, data_dir)
         else:
-            new = grade_notebook(f, course, references, timeout, cell_timeout, fast, known)
+            new = grade_notebook(f, course, references, timeout, cell_timeout, fast, known, data_dir)
         progress(f"{f}: {sum(r[1] == 'PASS' for r in new)} of {len(new)} PASS")
         return [dict(student=students[f] or f"unknown ({f.name})", file=str(f), exercise=exercise, result=result,
                      message=message, output=output) for exercise, result, message, output in new]

@@ -14,17 +14,22 @@ kills its whole process group, and anything that escaped it, at the end):
    instructors' copy by file location;
 4. run each exercise's check on what the submission defined (under the
    per-cell time limit, its printing captured as feedback), with the
-   library's op for that exercise replaced by a tripwire while the student's
-   class runs; a check during which the submission changes those modules
+   library's op (or lesson 7's module) for that exercise replaced by a tripwire
+   while the student's class runs; a class that is, subclasses or borrows a
+   method of the library's FAILs as copied before it runs; a check during which the submission changes those modules
    again FAILs;
 5. write each verdict as one JSON line to the file descriptor FD, a pipe that
    only the grader reads (never stdout, which the submission writes too).
+
+A workspace's CIFAR-10 images (for the capstone's accuracy) are read in step 1,
+before the submission runs.
 """
 from __future__ import annotations
 
 import builtins
 import contextlib
 import importlib
+import inspect
 import io
 import json
 import os
@@ -33,7 +38,6 @@ import sys
 
 import numpy as np
 
-from ..autograd import Function
 from ..ops.override import OPS
 
 
@@ -110,33 +114,41 @@ def _run_code(source, filename, namespace, seconds):
     return None
 
 
+def _methods(cls):
+    """The names of the plain functions ``cls`` itself defines (forward, backward, helpers), no dunders."""
+    return [name for name, value in vars(cls).items()
+            if callable(value) and not isinstance(value, type) and not (name.startswith("__") and name.endswith("__"))]
+
+
 def _tripwire(library, student, hits):
-    """Replace the library's Function class ``library`` by a tripwire while ``student``'s forward and
-    backward run: a call to it from inside the student's class is recorded in ``hits``."""
+    """Replace every method of the library's class ``library`` (a Function or a module) by a tripwire
+    while ``student``'s methods run: a call to one from inside the student's class (a forward that
+    delegates to the library's, ``forward = Library.forward``) is recorded in ``hits``."""
     inside = []
 
     def wrap_student(method):
-        def wrapper(self, *args, **kwargs):
+        def wrapper(*args, **kwargs):
             inside.append(1)
             try:
-                return method(self, *args, **kwargs)
+                return method(*args, **kwargs)
             finally:
                 inside.pop()
         return wrapper
 
     def wrap_library(method, what):
-        def wrapper(self, *args, **kwargs):
+        def wrapper(*args, **kwargs):
             if inside:
                 hits.add(what)
-            return method(self, *args, **kwargs)
+            return method(*args, **kwargs)
         return wrapper
 
     undo = []
     for cls, wrap in ((student, wrap_student), (library, None)):
-        for name in ("forward", "backward"):
-            original = cls.__dict__.get(name, _MISSING)
-            method = getattr(cls, name)
-            setattr(cls, name, wrap(method) if wrap else wrap_library(method, f"{library.__name__}.{name}"))
+        for name in _methods(cls):
+            original = vars(cls)[name]
+            if isinstance(original, (staticmethod, classmethod)):
+                continue
+            setattr(cls, name, wrap(original) if wrap else wrap_library(original, f"{library.__name__}.{name}"))
             undo.append((cls, name, original))
     return undo
 
@@ -147,6 +159,11 @@ def _copied(obj, name):
     if module.split(".")[0] == "tinydense":
         return f"{name} is tinydense's own {module}.{getattr(obj, '__qualname__', name)}, not yours"
     if isinstance(obj, type):
+        for key, value in vars(obj).items():               # forward = tinydense's DenseLayer.forward
+            where = getattr(value, "__module__", "") or ""
+            if inspect.isfunction(value) and where.split(".")[0] == "tinydense":
+                return (f"{name}.{key} is tinydense's own {where}.{getattr(value, '__qualname__', key)}: "
+                        f"write it yourself")
         for base in obj.__mro__[1:]:
             base_module = getattr(base, "__module__", "") or ""
             if base_module.startswith(("tinydense.ops", "tinydense.models", "tinydense.functional")):
@@ -155,11 +172,16 @@ def _copied(obj, name):
     return None
 
 
+# the exercises that rewrite one of tinydense's modules (lesson 7): name -> the module file holding it
+MODULES = {"DenseLayer": "tinydense.models.densenet_blocks", "DenseBlock": "tinydense.models.densenet_blocks",
+           "Transition": "tinydense.models.densenet_blocks"}
+
+
 def _library_class(name):
-    """The library's Function class that exercise ``name`` rewrites, or None."""
-    if name not in OPS:
-        return None
-    return getattr(importlib.import_module(OPS[name]), name, None)
+    """The library's class (a Function of ``OPS`` or a module of ``MODULES``) that exercise ``name``
+    rewrites, or None."""
+    where = OPS.get(name) or MODULES.get(name)
+    return getattr(importlib.import_module(where), name, None) if where else None
 
 
 def run_checks(job, namespace, exercises, hidden, write):
@@ -177,7 +199,7 @@ def run_checks(job, namespace, exercises, hidden, write):
         if copied:
             write(dict(record, result="FAIL", message=f"copied: {copied}.", output=""))
             continue
-        library = _library_class(name) if isinstance(obj, type) and issubclass(obj, Function) else None
+        library = _library_class(name) if isinstance(obj, type) else None
         hits, undo = set(), []
         if library is not None and library is not obj:
             undo = _tripwire(library, obj, hits)
@@ -211,18 +233,37 @@ def run_checks(job, namespace, exercises, hidden, write):
                    output=printed[-4000:]))
 
 
-def compare(job, namespace, checks):
-    """The capstone's verdict: a DenseNet trained on the workspace's ops against the library's, step for
-    step (MATCH or DIVERGED), with the ops that were the student's and the network's accuracy."""
-    guarded = snapshot()
+def capstone_images():
+    """(training batches, held-out (images, labels) or None, what the accuracy is measured on): 16 images of
+    CIFAR-10's test split to train on and the next 32 to score, when $TINYDENSE_DATA holds CIFAR-10 (the
+    grader sets it from --data-dir); else two batches of random 8x8 images, scored on themselves."""
+    from ..data.cifar import load_cifar, missing_files
+    root = os.environ.get("TINYDENSE_DATA")
+    if root and not missing_files("cifar10", root):
+        data = load_cifar("cifar10", root, train=False)
+        mean, std = data.channel_stats()
+        x = (data.images[:48] / 255.0 - mean[:, None, None]) / std[:, None, None]
+        y = data.labels[:48]
+        if len(y) == 48:
+            return ([(x[:8], y[:8]), (x[8:16], y[8:16])], (x[16:], y[16:]),
+                    "32 real CIFAR-10 test images it did not train on")
     r = np.random.default_rng(0)
-    batches = [(r.standard_normal((4, 3, 8, 8)), r.integers(0, 10, 4)) for _ in range(2)]
+    return ([(r.standard_normal((4, 3, 8, 8)), r.integers(0, 10, 4)) for _ in range(2)], None,
+            "its training batches, synthetic random images (give the grader --data-dir for CIFAR-10)")
+
+
+def compare(job, namespace, checks, images):
+    """The capstone's verdict: a DenseNet trained on the workspace's ops against the library's, step for
+    step (MATCH or DIVERGED), with the ops that were the student's and the network's accuracy on
+    ``images`` (capstone_images(), read before the submission ran)."""
+    guarded = snapshot()
+    batches, held_out, scored_on = images
     ops = {name: namespace[name] for name in OPS if isinstance(namespace.get(name), type)
            and not _copied(namespace[name], name)}
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), time_limit(job["cell_timeout"]):
-            result = checks.compare_training(ops, batches, depth=10, growth_rate=4)
+            result = checks.compare_training(ops, batches, depth=10, growth_rate=4, held_out=held_out)
     except CellTimeout:
         result = None
         why = f"the training comparison did not finish within the per-cell limit of {job['cell_timeout']:g} s"
@@ -235,7 +276,7 @@ def compare(job, namespace, checks):
                     f"your code changed {', '.join(sorted(set(changed))[:5])} while it trained")
     facts = (f"DenseNet-BC (depth 10, k 4, float64) on your {', '.join(result.yours) or 'none of your ops'}: "
              f"{'MATCH' if result.match else f'DIVERGED at step {result.step}'} (largest relative difference "
-             f"{result.difference:.1e}); accuracy {result.accuracy:.1%} on its training batches")
+             f"{result.difference:.1e}); accuracy {result.accuracy:.1%} on {scored_on}")
     if not result.yours:
         return dict(record, result="FAIL", message=facts + "; none of your ops ran (all stubs or copies), so the "
                                                            "MATCH says nothing")
@@ -255,6 +296,7 @@ def main(job_file, fd):
     for name in ("tinydense.functional", "tinydense.nn", "tinydense.models", "tinydense.optim", "numpy.testing"):
         importlib.import_module(name)           # before the submission runs: the snapshot holds the real ones
     from . import grade
+    images = capstone_images() if job["kind"] == "workspace" else None    # before the submission runs
     guarded = snapshot()
     namespace = {"__name__": "__main__", "__builtins__": builtins, "__file__": job.get("file", "")}
     for source, filename in job["setup"]:                    # the instructors' imports
@@ -280,7 +322,7 @@ def main(job_file, fd):
     hidden = getattr(modules.get("hidden_checks"), "HIDDEN", {})
     run_checks(job, namespace, exercises, hidden, write)
     if job["kind"] == "workspace":
-        write(compare(job, namespace, checks))
+        write(compare(job, namespace, checks, images))
     write({"exercise": "", "result": "DONE", "message": "", "output": log.getvalue()[-4000:]})
 
 
