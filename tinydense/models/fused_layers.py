@@ -20,13 +20,15 @@ cannot stand in for it: a forward hook on any of the modules involved
 (``tinydense.summary`` sets them), a module that is not exactly BatchNorm2d / ReLU
 (a student's replacement), the library's BatchNorm or ReLU op swapped by
 ``tinydense.ops.override`` (the course's capstone runs entirely on the student's
-ops), or an input the fused op does not take (CuPy arrays, not 4-D). Setting ``FUSE = False``
+ops), synchronized batch norm in training (tinydense.distributed: ops/norm.py's batch norm
+sends its statistics through ops/stats_reducer.py; BatchNormReLU does not), or an input the
+fused op does not take (CuPy arrays, not 4-D). Setting ``FUSE = False``
 runs the textbook path everywhere (the tests compare the two; so can a student).
 """
 from __future__ import annotations
 
 from ..nn import BatchNorm2d, ReLU, Sequential
-from ..ops import activation, norm as norm_ops
+from ..ops import activation, norm as norm_ops, stats_reducer
 from ..ops.norm import check_batch_norm_args
 from ..ops.norm_relu import AddReLU, BatchNormReLU, fits
 
@@ -47,7 +49,7 @@ def _plain(module, kind):
 def norm_relu(norm, relu, x):
     """relu(norm(x)) for a BatchNorm2d ``norm`` and a ReLU ``relu``: one op when it can stand in."""
     if not (_plain(norm, BatchNorm2d) and _plain(relu, ReLU) and _library_ops() and norm.weight is not None
-            and fits(x.data)):
+            and fits(x.data) and not (norm.training and stats_reducer.synchronized())):
         return relu(norm(x))
     check_batch_norm_args("batch_norm", x.shape, norm.running_mean, norm.running_var, norm.weight, norm.bias,
                           norm.training, norm.momentum)
