@@ -13,7 +13,7 @@
                            with --train, each model trained for an epoch (the seed notes' experiment)
 
 Bad input gives one line on stderr and a non-zero exit status, before any
-file is touched or any data are read. (About 550 lines: every command's options
+file is touched or any data are read. (About 570 lines: every command's options
 beside what the command does, one file for the whole command line; the work
 itself is in tinydense.training and tinydense.tools.)
 """
