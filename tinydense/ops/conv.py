@@ -22,9 +22,9 @@ Backward (g = dL/dy):
 
 All three are matrix products. ``Conv2d`` below computes them in the textbook
 way, im2col, for any settings: copy every kH x kW patch of the padded input
-into a column ((C*kH*kW, OH*OW) per image, one strided copy per tap), multiply
-by the weight as a (O, C*kH*kW) matrix; backward multiplies back and "col2im"
-adds every patch's gradient to where it came from. Two faster layouts give the
+into a column (a (C*kH*kW, N*OH*OW) matrix for the whole batch, one strided copy
+per tap), multiply by the weight as a (O, C*kH*kW) matrix; backward multiplies
+back and "col2im" adds every patch's gradient to where it came from. Two faster layouts give the
 same numbers for the common cases; ``Conv2d`` picks them, and they follow it in
 this file as methods named after them:
 
@@ -104,15 +104,16 @@ class Conv2d(Function):
         xp = backend.get_array_module(x)
 
         if self.path == "im2col":
-            # cols[n, c, a, b, i, j] = xpad[n, c, i*sH + a*dH, j*sW + b*dW]: one strided copy per tap
-            xpad = _pad(x, ph, pw)
-            cols = _pooled((N, C, kh, kw, OH, OW), x.dtype, x, keep=True)
+            # cols[c, a, b, n, i, j] = xpad[n, c, i*sH + a*dH, j*sW + b*dW]: one strided copy per tap,
+            # the (C*kH*kW, N*OH*OW) matrix of the whole batch (as CS231n's im2col)
+            xpad = _pad(x, ph, pw).transpose(1, 0, 2, 3)                       # (C, N, H + 2pH, W + 2pW) view
+            cols = _pooled((C, kh, kw, N, OH, OW), x.dtype, x, keep=True)
             for a in range(kh):
                 for b in range(kw):
-                    cols[:, :, a, b] = xpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw]
-            self.cols = cols.reshape(N, G, Cg * kh * kw, OH * OW)
-            # per image and group: (O/G, C/G*kH*kW) @ (C/G*kH*kW, OH*OW)
-            y = _matmul(weight.reshape(G, Og, -1), self.cols).reshape(N, O, OH, OW)
+                    cols[:, a, b] = xpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw]
+            self.cols = cols.reshape(G, Cg * kh * kw, N * OH * OW)
+            # ONE product per group over all images: (O/G, C/G*kH*kW) @ (C/G*kH*kW, N*OH*OW)
+            y = _from_channel_major(_matmul(weight.reshape(G, Og, -1), self.cols), N, OH, OW)
         elif self.path == "1x1":
             y = self._forward_1x1(x, weight)
         else:
@@ -133,23 +134,19 @@ class Conv2d(Function):
             G, Og = self.groups, O // self.groups
             (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
             OH, OW = g.shape[2:]
-            g_flat = g.reshape(N, G, Og, OH * OW)
+            g_cm = _channel_major(g, G)                                             # (G, O/G, N*OH*OW)
             gx = gw = None
-            if need_w:   # dW = sum_n g[n] @ cols[n]^T, per group: ONE product over all images' columns,
-                # (O/G, N*OH*OW) @ (N*OH*OW, C/G*T) (per-image products have only OH*OW terms each)
-                g_all = g_flat.transpose(1, 2, 0, 3).reshape(G, Og, -1)
-                cols_all = _copy_into(_pooled((G, self.cols.shape[2], N, OH * OW), g.dtype, g),
-                                      self.cols.transpose(1, 2, 0, 3))
-                gw = _matmul(g_all, cols_all.reshape(G, -1, N * OH * OW).transpose(0, 2, 1)).reshape(self.weight.shape)
+            if need_w:   # dW = g @ cols^T, per group: one product over every image's columns
+                gw = _matmul(g_cm, self.cols.transpose(0, 2, 1)).reshape(self.weight.shape)
             if need_x:   # col2im: every tap adds its patch gradient back (a loop over taps only)
                 w_t = self.weight.reshape(G, Og, -1).transpose(0, 2, 1)                 # (G, C/G*T, O/G)
-                dcols = _matmul(w_t, g_flat).reshape(N, C, kh, kw, OH, OW)
-                gxpad = _pooled((N, C, H + 2 * ph, W + 2 * pw), g.dtype, g)
+                dcols = _matmul(w_t, g_cm).reshape(C, kh, kw, N, OH, OW)
+                gxpad = _pooled((C, N, H + 2 * ph, W + 2 * pw), g.dtype, g)
                 gxpad.fill(0)
                 for a in range(kh):
                     for b in range(kw):
-                        gxpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw] += dcols[:, :, a, b]
-                gx = xp.ascontiguousarray(gxpad[:, :, ph:ph + H, pw:pw + W])
+                        gxpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw] += dcols[:, a, b]
+                gx = gxpad[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3).copy()
         elif self.path == "1x1":
             gx, gw = self._backward_1x1(g, need_x, need_w)
         else:
