@@ -60,7 +60,7 @@ import numpy as np
 
 from .. import backend, memory
 from ..autograd import Function
-from . import parallel
+from . import parallel, winograd
 from .geometry import window_geometry
 
 
@@ -100,8 +100,10 @@ class Conv2d(Function):
         G, Og = groups, O // groups
         self.x_shape, self.stride, self.padding, self.dilation = x.shape, (sh, sw), (ph, pw), (dh, dw)
         self.weight, self.has_bias, self.groups = weight, bias is not None, G
-        self.path = _layout((kh, kw), (sh, sw), (ph, pw))
         xp = backend.get_array_module(x)
+        self.path = _layout((kh, kw), (sh, sw), (ph, pw))
+        if winograd.applies(x.shape, weight.shape, (sh, sw), (ph, pw), (dh, dw), G, xp):
+            self.path = "winograd"      # 3x3, stride 1, many channels: ops/winograd.py, the same numbers
 
         if self.path == "im2col":
             # cols[c, a, b, n, i, j] = xpad[n, c, i*sH + a*dH, j*sW + b*dW]: one strided copy per tap,
@@ -114,6 +116,9 @@ class Conv2d(Function):
             self.cols = cols.reshape(G, Cg * kh * kw, N * OH * OW)
             # ONE product per group over all images: (O/G, C/G*kH*kW) @ (C/G*kH*kW, N*OH*OW)
             y = _from_channel_major(_matmul(weight.reshape(G, Og, -1), self.cols), N, OH, OW)
+        elif self.path == "winograd":
+            self.x = x
+            y = winograd.forward(x, weight)
         elif self.path == "1x1":
             y = self._forward_1x1(x, weight)
         else:
@@ -147,6 +152,8 @@ class Conv2d(Function):
                     for b in range(kw):
                         gxpad[:, :, a * dh:a * dh + sh * OH:sh, b * dw:b * dw + sw * OW:sw] += dcols[:, a, b]
                 gx = gxpad[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3).copy()
+        elif self.path == "winograd":
+            gx, gw = winograd.backward(self.x, self.weight, g, need_x, need_w)
         elif self.path == "1x1":
             gx, gw = self._backward_1x1(g, need_x, need_w)
         else:
