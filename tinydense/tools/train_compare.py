@@ -137,10 +137,12 @@ def train_one(spec) -> dict:
             "threads": blas_threads(), "train_images": len(train), "test_images": len(test)}
 
 
-def _run_child(spec) -> dict:
-    """:func:`train_one` in a fresh ``python -m tinydense.tools.train_compare``; its progress bar
-    goes to this process's stderr, its row comes back as one JSON line."""
-    proc = subprocess.run([sys.executable, "-m", "tinydense.tools.train_compare", json.dumps(spec)],
+def _run_child(spec, command=None) -> dict:
+    """:func:`train_one` in a fresh ``python -m tinydense.tools.train_compare`` (or ``command``, an
+    argv that takes the spec as its last argument and answers the same way: benchmarks/seed_experiment.py's
+    PyTorch side); its progress bar goes to this process's stderr, its row comes back as one JSON line."""
+    command = command or [sys.executable, "-m", "tinydense.tools.train_compare"]
+    proc = subprocess.run([*command, json.dumps(spec)],
                           stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     lines = proc.stdout.strip().splitlines()
     answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
