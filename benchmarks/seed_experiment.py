@@ -41,10 +41,10 @@ import types
 from pathlib import Path
 
 from tinydense.cli import TRAIN_COMPARE_OPTIONS
-from tinydense.data import DataLoader, default_data_dir, load_cifar
+from tinydense.data import default_data_dir
 from tinydense.threads import load_average
-from tinydense.tools.train_compare import (SEED_NORMALISATION, THOP_BATCH, _reset_peak, _run_child, check_options,
-                                           process_memory_mb, train_compare)
+from tinydense.tools.train_compare import (THOP_BATCH, _run_child, check_options, spec_data, train_compare,
+                                           train_epochs)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCRIPT = Path(__file__).resolve()
@@ -86,46 +86,35 @@ def torch_model(name, num_classes, weights):
 def train_torch(spec) -> dict:
     """The PyTorch child's work for one model: train_compare's ``train_one`` with PyTorch doing
     the forward, backward and update. Returns a row with train_one's keys (``macs``: None)."""
-    from tqdm import tqdm
     torch, torchvision = import_torch()
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    train = load_cifar(spec["dataset"], spec["data_dir"], train=True).head(spec["limit_train"])
-    test = load_cifar(spec["dataset"], spec["data_dir"], train=False).head(spec["limit_test"])
+    train, test, loader, test_loader = spec_data(spec)
     torch.manual_seed(spec["seed"])
     model = torch_model(spec["name"], train.num_classes, spec["weights"])
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    mean, std = SEED_NORMALISATION
-    loader = DataLoader(train, spec["batch_size"], shuffle=True, mean=mean, std=std, seed=spec["seed"])
     optimizer = torch.optim.SGD(model.parameters(), lr=spec["lr"], momentum=spec["momentum"])
     batch = lambda x, y: (torch.from_numpy(x.data), torch.from_numpy(y.data).long())      # noqa: E731
-    before = process_memory_mb("VmRSS")
-    reset = _reset_peak()
-    seconds = []
-    for epoch in range(spec["epochs"]):
-        model.train()
-        loss_sum, steps, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"PyTorch {spec['name']} epoch {epoch + 1}/{spec['epochs']}", unit="batch",
-                   disable=not spec["progress"], leave=False)
-        for x, y in bar:
-            x, y = batch(x, y)
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            loss_sum, steps = loss_sum + loss.item(), steps + 1
-            bar.set_postfix({"loss": f"{loss_sum / steps:.4f}", "memory (MB)": f"{process_memory_mb('VmRSS'):.0f}"})
-        seconds.append(time.perf_counter() - start)
-    peak = process_memory_mb("VmHWM")
+
+    def step(x, y):
+        x, y = batch(x, y)
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    model.train()
+    seconds, peak_mb, reset, loss = train_epochs(spec, loader, step, label="PyTorch ")
     model.eval()
     correct = 0
     with torch.no_grad():
-        for x, y in DataLoader(test, spec["batch_size"], mean=mean, std=std):
+        for x, y in test_loader:
             x, y = batch(x, y)
             correct += int((model(x).argmax(1) == y).sum())
     return {"name": spec["name"], "weights": spec["weights"], "params": params, "macs": None,
-            "seconds": sum(seconds) / len(seconds), "peak_mb": max(peak - before, 0.0), "peak_reset": reset,
-            "train_loss": loss_sum / max(steps, 1), "test_acc": correct / max(len(test), 1), "load": load_average(),
+            "seconds": seconds, "peak_mb": peak_mb, "peak_reset": reset,
+            "train_loss": loss, "test_acc": correct / max(len(test), 1), "load": load_average(),
             "threads": torch.get_num_threads(), "train_images": len(train), "test_images": len(test),
             "torch": torch.__version__, "torchvision": torchvision.__version__}
 
