@@ -87,15 +87,26 @@ def test_bad_options_are_refused_before_any_work(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+def without_torch(*args, cwd):
+    """The script run with ``import torch`` failing (installed or not): ``sys.modules["torch"] = None``."""
+    run = ("import runpy, sys; sys.modules['torch'] = None; "
+           f"sys.argv = [{str(SCRIPT)!r}] + sys.argv[1:]; runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", run, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env=environment())
+
+
+def test_the_pytorch_child_answers_one_json_line_when_torch_is_missing(tmp_path):
+    result = without_torch("--child", json.dumps({"name": "resnet50"}), cwd=tmp_path)
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {"error": "PyTorch: ModuleNotFoundError: import of torch halted; None in "
+                                                  "sys.modules"}
+
+
 def test_without_torch_it_says_so_and_runs_tinydense_only(tmp_path):
     write_cifar(tmp_path / "data", per_file=8, test_size=8, learnable=True)
     out = tmp_path / "r.json"
-    run = ("import runpy, sys; sys.modules['torch'] = None; "      # `import torch` fails, installed or not
-           f"sys.argv = [{str(SCRIPT)!r}] + sys.argv[1:]; runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
-    result = subprocess.run([sys.executable, "-c", run, "resnet18", "densenet121", "--limit-train", "8",
-                             "--limit-test", "8", "--batch-size", "8", "--data-dir", str(tmp_path / "data"),
-                             "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env=environment())
+    result = without_torch("resnet18", "densenet121", "--limit-train", 8, "--limit-test", 8, "--batch-size", 8,
+                           "--data-dir", tmp_path / "data", "--out", out, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "PyTorch's side is skipped (ModuleNotFoundError: import of torch halted" in result.stderr
     assert "PyTorch: training" not in result.stderr and "PyTorch: not measured" in result.stdout
