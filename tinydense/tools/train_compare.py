@@ -100,47 +100,63 @@ def check_weights(name):
                          f"to train it from scratch")
 
 
-def train_one(spec) -> dict:
-    """The child's work for one model (``spec``: a dict of train_compare's settings and ``name``
-    and ``weights``): count, train ``epochs`` epochs with a progress bar, test. Returns the row."""
-    from tqdm import tqdm
-
-    from .compare import count
-    if spec.get("threads"):
-        set_blas_threads(spec["threads"])
+def spec_data(spec):
+    """(training set, test set, the shuffled training loader, the test loader) of a child's ``spec``: the same
+    images in the same order for every model (and benchmarks/seed_experiment.py's PyTorch side), normalised as
+    the seed."""
     train = load_cifar(spec["dataset"], spec["data_dir"], train=True).head(spec["limit_train"])
     test = load_cifar(spec["dataset"], spec["data_dir"], train=False).head(spec["limit_test"])
-    backend.manual_seed(spec["seed"])                       # the initial (or the new classifier's) weights
-    model = build(spec["name"], train.num_classes, spec["weights"])
-    params, macs = count(model, 32)[:2]
     mean, std = SEED_NORMALISATION
-    loader = DataLoader(train, spec["batch_size"], shuffle=True, mean=mean, std=std, seed=spec["seed"])
-    optimizer = SGD(model.parameters(), lr=spec["lr"], momentum=spec["momentum"])
+    return (train, test, DataLoader(train, spec["batch_size"], shuffle=True, mean=mean, std=std, seed=spec["seed"]),
+            DataLoader(test, spec["batch_size"], mean=mean, std=std))
+
+
+def train_epochs(spec, loader, step, label=""):
+    """Run ``step(x, y) -> loss`` over ``loader`` for ``spec["epochs"]`` epochs, with a progress bar
+    showing the loss and the memory. Returns (seconds per epoch, peak memory growth in MB, whether the
+    peak could be reset, the last epoch's mean loss): the table's measurements."""
+    from tqdm import tqdm
     before = process_memory_mb("VmRSS")
     reset = _reset_peak()
     seconds = []
     for epoch in range(spec["epochs"]):
-        model.train()
         loss_sum, steps, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"{spec['name']} epoch {epoch + 1}/{spec['epochs']}", unit="batch",
+        bar = tqdm(loader, desc=f"{label}{spec['name']} epoch {epoch + 1}/{spec['epochs']}", unit="batch",
                    disable=not spec["progress"], leave=False)
         for x, y in bar:
-            loss, _ = train_step(model, optimizer, x, y)
-            loss_sum, steps = loss_sum + float(loss), steps + 1
+            loss_sum, steps = loss_sum + float(step(x, y)), steps + 1
             bar.set_postfix({"loss": f"{loss_sum / steps:.4f}", "memory (MB)": f"{process_memory_mb('VmRSS'):.0f}"})
         seconds.append(time.perf_counter() - start)
     peak = process_memory_mb("VmHWM")
-    result = evaluate(model, DataLoader(test, spec["batch_size"], mean=mean, std=std), test.num_classes)
+    return sum(seconds) / len(seconds), max(peak - before, 0.0), reset, loss_sum / max(steps, 1)
+
+
+def train_one(spec) -> dict:
+    """The child's work for one model (``spec``: a dict of train_compare's settings and ``name``
+    and ``weights``): count, train ``epochs`` epochs with a progress bar, test. Returns the row."""
+    from .compare import count
+    if spec.get("threads"):
+        set_blas_threads(spec["threads"])
+    train, test, loader, test_loader = spec_data(spec)
+    backend.manual_seed(spec["seed"])                       # the initial (or the new classifier's) weights
+    model = build(spec["name"], train.num_classes, spec["weights"])
+    params, macs = count(model, 32)[:2]
+    optimizer = SGD(model.parameters(), lr=spec["lr"], momentum=spec["momentum"])
+    model.train()
+    seconds, peak_mb, reset, loss = train_epochs(spec, loader, lambda x, y: train_step(model, optimizer, x, y)[0])
+    result = evaluate(model, test_loader, test.num_classes)
     return {"name": spec["name"], "weights": spec["weights"], "params": params, "macs": macs,
-            "seconds": sum(seconds) / len(seconds), "peak_mb": max(peak - before, 0.0), "peak_reset": reset,
-            "train_loss": loss_sum / max(steps, 1), "test_acc": result["acc"], "load": load_average(),
+            "seconds": seconds, "peak_mb": peak_mb, "peak_reset": reset,
+            "train_loss": loss, "test_acc": result["acc"], "load": load_average(),
             "threads": blas_threads(), "train_images": len(train), "test_images": len(test)}
 
 
-def _run_child(spec) -> dict:
-    """:func:`train_one` in a fresh ``python -m tinydense.tools.train_compare``; its progress bar
-    goes to this process's stderr, its row comes back as one JSON line."""
-    proc = subprocess.run([sys.executable, "-m", "tinydense.tools.train_compare", json.dumps(spec)],
+def _run_child(spec, command=None) -> dict:
+    """:func:`train_one` in a fresh ``python -m tinydense.tools.train_compare`` (or ``command``, an
+    argv that takes the spec as its last argument and answers the same way: benchmarks/seed_experiment.py's
+    PyTorch side); its progress bar goes to this process's stderr, its row comes back as one JSON line."""
+    command = command or [sys.executable, "-m", "tinydense.tools.train_compare"]
+    proc = subprocess.run([*command, json.dumps(spec)],
                           stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     lines = proc.stdout.strip().splitlines()
     answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
