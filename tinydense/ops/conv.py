@@ -214,8 +214,12 @@ class Conv2d(Function):
         rebuild = keep_rows and not parallel.inside()
         xrows = _image_rows(x, ph, pw, Hf, Wf, tail=self.offsets[-1],
                             keep=keep_rows and not rebuild).reshape(G, Cg, -1)
-        if keep_rows:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail), then T shifted adds
-            y_rows = _taps_then_shifts(_taps_outputs_by_inputs(weight, G), xrows, self.offsets, Og, L)
+        if keep_rows and Cg >= TAPS_MIN_CHANNELS:   # every tap's output at once, (T*O/G, C/G) @ (C/G, L + tail),
+            y_rows = _taps_then_shifts(_taps_outputs_by_inputs(weight, G), xrows, self.offsets, Og, L)  # T shifted adds
+            self.xrows, self.x = (None, x) if rebuild else (xrows, None)
+        elif keep_rows:  # few channels per group (ResNeXt's 4 to 16): a product over C/G terms is too thin;
+            # the T shifted copies of x as scratch, (O/G, T*C/G) @ (T*C/G, L)
+            y_rows = _matmul(_outputs_by_taps_inputs(weight, G), _stack_shifts(xrows, self.offsets, L))
             self.xrows, self.x = (None, x) if rebuild else (xrows, None)
         else:          # T shifted copies of x stacked (im2col), then (O/G, T*C/G) @ (T*C/G, L)
             xcols = _stack_shifts(xrows, self.offsets, L, keep=True)
@@ -270,6 +274,9 @@ class Conv2d(Function):
 # transposing copies is faster (ResNets' 16x16, 8x8 and 4x4 stages): the 1x1 layout's
 # products and the row layout's dx.
 PER_IMAGE_COLUMNS = 1024
+# The row layout's taps product has C/G terms per output: from this many on (below it, the
+# shifted copies of x are stacked instead, T*C/G terms; ResNeXt's grouped convs, 2026-12-08).
+TAPS_MIN_CHANNELS = 16
 
 
 def _pooled(shape, dtype, like, keep=False):

@@ -67,9 +67,15 @@ def _in_parts(n, task):
 # whose last axis, the channels, is the long contiguous one (a (N, C, th, tw) layout would put
 # the 2 to 8 tiles of a row innermost, and NumPy's loops are slow on such short rows).
 def _weight_transform(w):
-    """U = G w G^T for every (o, c): (O, C, 3, 3) -> (16, C, O), one (16, 9) @ (9, C*O) product."""
+    """U = G w G^T for every (o, c): (O, C, 3, 3) -> (16, O, C), one (16, 9) @ (9, O*C) product."""
     O, C = w.shape[:2]
-    return (_GG.astype(w.dtype) @ w.transpose(2, 3, 1, 0).reshape(9, C * O)).reshape(16, C, O)
+    return (_GG.astype(w.dtype) @ w.reshape(O * C, 9).T).reshape(16, O, C)
+
+
+def _weight_transform_t(dU):
+    """dW = G^T dU G for every (o, c): (16, O, C) -> (O, C, 3, 3), one (O*C, 16) @ (16, 9) product."""
+    O, C = dU.shape[1:]
+    return (dU.reshape(16, O * C).T @ _GG.astype(dU.dtype)).reshape(O, C, 3, 3)
 
 
 def _input_transform(x, xpad, V, lo, hi):
@@ -169,7 +175,8 @@ def forward(x, weight):
     y = np.empty((N, O, 2 * th, 2 * tw), x.dtype)
     with parallel.own_threads(x):
         V = _input_tiles(x, th, tw)                                                     # (16, P, C)
-        M = _products(V, _weight_transform(weight), memory.scratch((16, V.shape[1], O), x.dtype))
+        U = _weight_transform(weight).transpose(0, 2, 1)                                # (16, C, O)
+        M = _products(V, U, memory.scratch((16, V.shape[1], O), x.dtype))
         M = M.reshape(4, 4, N, th, tw, O)
         _in_parts(N, lambda lo, hi: _output_transform(M, y, lo, hi))
     return y if (2 * th, 2 * tw) == (H, W) else y[:, :, :H, :W].copy()
@@ -186,15 +193,14 @@ def backward(x, weight, g, need_x, need_w):
     with parallel.own_threads(g):
         _in_parts(N, lambda lo, hi: _output_transform_t(g, Gt, lo, hi))
         Gt = Gt.reshape(16, -1, O)                                                      # (16, P, O)
-        if need_w:   # dU = V^T @ Gt (summed over tiles and images), dW = G^T dU G
+        if need_w:   # dU = Gt^T @ V (summed over tiles and images), dW = G^T dU G
             V = _input_tiles(x, th, tw)
-            dU = _products(V.transpose(0, 2, 1), Gt, np.empty((16, C, O), g.dtype))   # (16, C, O)
-            dw = (_GG.T.astype(g.dtype) @ dU.reshape(16, C * O)).reshape(3, 3, C, O).transpose(3, 2, 0, 1)
+            dw = _weight_transform_t(_products(Gt.transpose(0, 2, 1), V, np.empty((16, O, C), g.dtype)))
             del V
-        if need_x:   # dV = Gt @ U^T, then every patch added back
-            U_t = np.ascontiguousarray(_weight_transform(weight).transpose(0, 2, 1))     # (16, O, C)
-            dV = _products(Gt, U_t, memory.scratch((16, Gt.shape[1], C), g.dtype)).reshape(4, 4, N, th, tw, C)
+        if need_x:   # dV = Gt @ U, then every patch added back
+            dV = _products(Gt, _weight_transform(weight), memory.scratch((16, Gt.shape[1], C), g.dtype))
+            dV = dV.reshape(4, 4, N, th, tw, C)
             dx = np.empty((N, C, H, W), g.dtype)
             dxpad = memory.scratch((N, 2 * th + 2, 2 * tw + 2, C), g.dtype)
             _in_parts(N, lambda lo, hi: _input_transform_t(dV, dxpad, dx, lo, hi))
-    return dx, (None if dw is None else np.ascontiguousarray(dw))
+    return dx, dw
