@@ -79,6 +79,31 @@ def test_models_give_the_textbook_numbers(kind, training, monkeypatch):
     assert all(int(v) == (2 if training else 0) for v in tracked)
 
 
+@pytest.mark.parametrize("kind", list(BUILDERS))
+def test_evaluation_without_a_graph_gives_the_textbook_numbers(kind, monkeypatch):
+    """Under no_grad in eval mode BatchNormReLU folds the running statistics into one
+    multiply-add (no x - mean kept): the same outputs as the textbook modules, with
+    running statistics far from 0 and 1."""
+    rng = np.random.default_rng(7)
+    size = 16 if kind == "ResNet ImageNet stem" else 8
+    x = td.tensor(rng.standard_normal((3, 3, size, size)))
+    outputs, calls = [], []
+    original = BatchNormReLU.forward
+    monkeypatch.setattr(BatchNormReLU, "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    for fuse in (False, True):
+        monkeypatch.setattr(fused_layers, "FUSE", fuse)
+        model = build(kind).eval()
+        stats = np.random.default_rng(8)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean[...] = stats.normal(2.0, 1.0, m.running_mean.shape)
+                m.running_var[...] = stats.uniform(0.2, 3.0, m.running_var.shape)
+        with td.no_grad():
+            outputs.append(model(x).numpy())
+    assert calls, "the fused op did not run"
+    np.testing.assert_allclose(outputs[1], outputs[0], **TOL)
+
+
 # --- the ops alone, random shapes ------------------------------------------------------------
 
 @contextlib.contextmanager

@@ -73,6 +73,13 @@ def _matmul(a, b):
     return backend.get_array_module(a, b).matmul(a, b)
 
 
+def _transposed(w):
+    """A stack of weight matrices (G, a, b) transposed to (G, b, a), copied: small, and OpenBLAS
+    multiplies a contiguous matrix up to 2x faster than the transposed view of one (measured at
+    ResNeXt's grouped shapes, 2026-12-08)."""
+    return backend.get_array_module(w).ascontiguousarray(w.transpose(0, 2, 1))
+
+
 def _pad(x, ph, pw):
     if ph == 0 and pw == 0:
         return x
@@ -144,7 +151,7 @@ class Conv2d(Function):
             if need_w:   # dW = g @ cols^T, per group: one product over every image's columns
                 gw = _matmul(g_cm, self.cols.transpose(0, 2, 1)).reshape(self.weight.shape)
             if need_x:   # col2im: every tap adds its patch gradient back (a loop over taps only)
-                w_t = self.weight.reshape(G, Og, -1).transpose(0, 2, 1)                 # (G, C/G*T, O/G)
+                w_t = _transposed(self.weight.reshape(G, Og, -1))                        # (G, C/G*T, O/G)
                 dcols = _matmul(w_t, g_cm).reshape(C, kh, kw, N, OH, OW)
                 gxpad = _pooled((C, N, H + 2 * ph, W + 2 * pw), g.dtype, g)
                 gxpad.fill(0)
@@ -180,7 +187,7 @@ class Conv2d(Function):
         N, C, H, W = self.x_shape
         O, Cg = self.weight.shape[:2]
         G, Og = self.groups, O // self.groups
-        w_t = self.weight.reshape(G, Og, Cg).transpose(0, 2, 1)             # (G, C/G, O/G)
+        w_t = _transposed(self.weight.reshape(G, Og, Cg))                    # (G, C/G, O/G)
         gx = gw = None
         if H * W < PER_IMAGE_COLUMNS:   # the same two products over channel-major copies of g and x
             g_cm = _channel_major(g, G)                                      # (G, O/G, N*H*W)
@@ -249,7 +256,7 @@ class Conv2d(Function):
                 gw = _matmul(gcols, xrows.reshape(G, Cg, -1)[:, :, :L].transpose(0, 2, 1))   # (G, T*O/G, C/G)
                 gw = _weight_from_taps_outputs(gw, self.weight.shape)
             if need_x:
-                w_taps = _taps_outputs_by_inputs(self.weight, G).transpose(0, 2, 1)    # (G, C/G, T*O/G)
+                w_taps = _transposed(_taps_outputs_by_inputs(self.weight, G))         # (G, C/G, T*O/G)
                 if Hf * Wf >= PER_IMAGE_COLUMNS:   # one product per image on strided views of gcols:
                     # the result comes out image-major (N, C, Hf*Wf), no transposing copy needed
                     per_image = gcols.reshape(G, -1, N, Hf * Wf).transpose(2, 0, 1, 3)  # (N, G, T*O/G, Hf*Wf)

@@ -57,13 +57,19 @@ def _column(v):
     return v.reshape(1, -1, 1, 1)
 
 
+def _channel_sums(a):
+    """Per-channel sum over (N, H, W) of a (N, C, H, W), float64: each image's H*W values
+    summed along their contiguous row (NumPy's pairwise sum, a's dtype), the images in float64."""
+    N, C = a.shape[:2]
+    return a.reshape(N, C, -1).sum(axis=2).sum(axis=0, dtype=np.float64)
+
+
 def _sum_products(a, b):
-    """Per-channel sum of a * b over (N, H, W) for a, b (N, C, H, W), float64: one einsum per
-    image (H*W products in a's dtype), no temporary of a's size."""
-    total = np.zeros(a.shape[1], dtype=np.float64)
-    for n in range(a.shape[0]):
-        total += np.einsum("chw,chw->c", a[n], b[n])
-    return total
+    """Per-channel sum of a * b over (N, H, W) for a, b (N, C, H, W), float64: one einsum
+    over every image's rows (H*W products in a's dtype), the images in float64; no
+    temporary of a's size."""
+    N, C = a.shape[:2]
+    return np.einsum("nci,nci->nc", a.reshape(N, C, -1), b.reshape(N, C, -1)).sum(axis=0, dtype=np.float64)
 
 
 class BatchNormReLU(Function):
@@ -77,17 +83,25 @@ class BatchNormReLU(Function):
         N, C, H, W = x.shape
         M = N * H * W
         keep = is_grad_enabled() and any(self.needs_grad)
-        v = memory.empty(x.shape, x.dtype) if keep else memory.scratch(x.shape, x.dtype)
+        v = memory.empty(x.shape, x.dtype) if keep else (memory.scratch(x.shape, x.dtype) if training else None)
         z = memory.empty(x.shape, x.dtype)
 
         def part(i, lo, hi):
-            xs, vs, zs = x[:, lo:hi], v[:, lo:hi], z[:, lo:hi]
+            xs, zs = x[:, lo:hi], z[:, lo:hi]
+            vs = None if v is None else v[:, lo:hi]
             if training:       # batch statistics, as ops/norm.py's batch_statistics
-                mean = xs.sum(axis=(0, 2, 3), dtype=np.float64) / M
+                mean = _channel_sums(xs) / M
                 np.subtract(xs, _column(mean.astype(x.dtype)), out=vs)
                 var = _sum_products(vs, vs) / M
             else:
                 mean, var = running_mean[lo:hi], running_var[lo:hi]
+                if not keep:   # evaluation without a graph: z = relu(x * a + (bias - mean * a)), a = weight *
+                    invstd = inverse_std(var, eps, x.dtype)                        # invstd; no v at all
+                    a = weight[lo:hi] * invstd
+                    np.multiply(xs, _column(a), out=zs)
+                    zs += _column(bias[lo:hi] - mean * a)
+                    np.maximum(zs, 0, out=zs)
+                    return mean, var, invstd
                 np.subtract(xs, _column(mean), out=vs)
             invstd = inverse_std(var, eps, x.dtype)
             np.multiply(vs, _column(weight[lo:hi] * invstd), out=zs)        # weight * xhat + bias
@@ -114,7 +128,7 @@ class BatchNormReLU(Function):
         def part(i, lo, hi):
             ds, vs, gs = d[:, lo:hi], v[:, lo:hi], gx[:, lo:hi]
             np.multiply(g[:, lo:hi], z[:, lo:hi] > 0, out=ds)
-            sum_g = ds.sum(axis=(0, 2, 3))
+            sum_g = _channel_sums(ds).astype(g.dtype)
             sum_g_xhat = (_sum_products(ds, vs) * invstd[lo:hi]).astype(g.dtype)    # sum g * xhat
             k = scale[lo:hi]
             if self.training:   # scale / M * (M g - sum g - xhat * sum(g xhat)), ops/norm.py's, as
