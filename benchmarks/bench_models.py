@@ -22,8 +22,9 @@ after model, batch and one step; "step MB" is the peak less the resident memory 
 the step). ``--profile``: per-op time of one ResNet-164 and one ResNet-18 step, tinydense's
 ops (every Function's forward and backward timed) beside PyTorch's profiler.
 
-``--textbook`` adds tinydense with its fast paths off (models/fused_layers.py ``FUSE =
-False``) to the alternation: what the seam gains. Results go to benchmarks/results/.
+``--textbook`` adds tinydense with its seams off (models/fused_layers.py ``FUSE = False``,
+ops/winograd.py ``ENABLED = False``, switched at every step: the frameworks alternate in
+one process) to the alternation: what the seams gain. Results go to benchmarks/results/.
 Compare runs only on a quiet machine (benchmarks/README.md).
 """
 from __future__ import annotations
@@ -160,13 +161,21 @@ def _build(name, framework, threads):
     import tinydense
     from tinydense import models
     from tinydense.models import fused_layers
+    from tinydense.ops import winograd
 
-    fused_layers.FUSE = framework != "textbook"
+    def seams(f):
+        """f with the speed seams on (tinydense) or off (textbook), set at every call: the
+        frameworks alternate in one process and the switches are module-level."""
+        def run():
+            fused_layers.FUSE = winograd.ENABLED = framework != "textbook"
+            return f()
+        return run
+
     tinydense.manual_seed(0)
     model = eval("models." + MODELS[name][0])
-    step = step_for(model, batch)[0]
+    step = seams(step_for(model, batch)[0])
     params = sum(p.size for p in model.parameters())
-    return step, lambda b: _evaluator(model, tinydense.tensor(_batch(np, b)[0]), tinydense.no_grad), params
+    return step, lambda b: seams(_evaluator(model, tinydense.tensor(_batch(np, b)[0]), tinydense.no_grad)), params
 
 
 def _best_sgemm_gflops(n=2048, tries=5):
@@ -262,7 +271,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5, help="alternating training steps per framework")
     p.add_argument("--eval-repeats", type=int, default=3)
-    p.add_argument("--textbook", action="store_true", help="also tinydense with FUSE = False")
+    p.add_argument("--textbook", action="store_true", help="also tinydense with its seams off (fused_layers.FUSE, winograd.ENABLED)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--child", help=argparse.SUPPRESS)
