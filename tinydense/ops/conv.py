@@ -26,7 +26,7 @@ into a column (a (C*kH*kW, N*OH*OW) matrix for the whole batch, one strided copy
 per tap), multiply by the weight as a (O, C*kH*kW) matrix; backward multiplies
 back and "col2im" adds every patch's gradient to where it came from. Two faster layouts give the
 same numbers for the common cases; ``Conv2d`` picks them, and they follow it in
-this file as methods named after them:
+this file as methods named after them (a third lives in its own file):
 
 1. ``_forward_1x1``: 1x1, stride 1, no padding (the bottleneck and transition
    convs of DenseNet-BC): a pixel is already a column, so y[n] = W @ x[n] with
@@ -47,6 +47,10 @@ this file as methods named after them:
    product is made a chunk of columns at a time on the fused ops' threads
    (``_taps_then_shifts``), and outside the fused ops the input itself is kept
    for backward, not its padded copy.
+
+3. ``ops/winograd.py`` (its own file, a seam with its own math): 3x3, stride 1,
+   padding 1, one group, 128 channels or more: Winograd's F(2x2, 3x3), 2.25x fewer
+   multiplications for the same numbers (``winograd.ENABLED = False`` turns it off).
 
 All big temporaries come from tinydense's pool (tinydense/memory.py). Over 400
 lines because the textbook form and the two layouts it explains belong in one
