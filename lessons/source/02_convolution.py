@@ -617,7 +617,8 @@ print(f"multiplications: direct {direct_mults}, Winograd {winograd_mults}, "
 # no dilation, one group and at least `winograd.MIN_CHANNELS` input and
 # output channels (the threshold the cell below prints, measured when the
 # seam was tuned). Like every seam of tinydense it must give the textbook
-# numbers: the same layer with the seam on and off, output and both
+# numbers: the same layer with the seam on and off (off, a stride-1 3x3
+# convolution takes the row layout of section 5), output and both
 # gradients, in float64. `y._creator` is the `Function` node that made `y`;
 # its `path` says which computation ran (read it before `backward`, which
 # frees the graph).
@@ -661,8 +662,8 @@ x = rng.standard_normal((N, C, H, H)).astype(np.float32)
 w = (rng.standard_normal((C, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
 g = rng.standard_normal((N, C, H, H)).astype(np.float32)
 times = {True: [], False: []}
-for seam in (True, False):
-    conv_with_seam(seam, x, w, g)                       # once untimed: the buffers are made
+paths = [conv_with_seam(seam, x, w, g)[0] for seam in (True, False)]     # once untimed: the buffers are made
+print(f"paths: seam on {paths[0]!r}, off {paths[1]!r}")
 for _ in range(3 if FAST else 7):
     for seam in (True, False):
         start = time.perf_counter()
