@@ -118,6 +118,23 @@ def _im2col_no_stride(x, K, stride=1, padding=0):
     return S.im2col(x, K, 1, padding)
 
 
+def _winograd_direct(d, g):                # right values, 3 multiplications per output
+    return [d[i] * g[0] + d[i + 1] * g[1] + d[i + 2] * g[2] for i in range(len(d) - 2)]
+
+
+def _winograd_flipped(d, g):               # the mathematicians' convolution: the filter reversed
+    return S.winograd_1d(d, g[::-1])
+
+
+def _winograd_tiles_apart(d, g):           # tiles side by side (d[4t:4t+4]) instead of overlapping by 2
+    ext = np.concatenate([d, d, d])
+    return np.concatenate([S.winograd_1d(ext[4 * t:4 * t + 4], g) for t in range((len(d) - 2) // 2)])
+
+
+def _winograd_as_floats(d, g):             # right, but the counting numbers turned into floats
+    return S.winograd_1d(np.asarray(d, dtype=float), np.asarray(g, dtype=float))
+
+
 def _numeric_forward(f, x, g, eps=1e-6):
     grad = np.zeros_like(x)
     base = (f(x) * g).sum()
@@ -365,6 +382,8 @@ WRONG = {
                            (_conv_loops_stride_ignored, "values are wrong")],
     "check_im2col": [(_im2col_transposed, "rows and columns swapped"), (_im2col_tap_order, "rows are in the wrong order"),
                      (_im2col_no_stride, "should have")],
+    "check_winograd_1d": [(_winograd_direct, "(3 per output: the direct sum)"), (_winograd_flipped, "flipped filter"),
+                          (_winograd_tiles_apart, "which reads d[2] .. d[5]"), (_winograd_as_floats, "could be counted")],
     "check_numeric_gradient": [(_numeric_forward, "forward difference"), (_numeric_ignores_g, "ignores g"),
                                (_numeric_not_restored, "put every element back")],
     "check_channel_widths": [(_float_widths, "integers"),
@@ -671,7 +690,8 @@ def test_the_student_release_holds_no_reference_computation(tmp_path):
     examples = [(S.vgg_stage_cost, (3, 64, 2, 6)), (S.resnext_block_macs, (64, 4, 24, 14, 14)),
                 (S.long_range_share, (usage,)), (S.im2col, (x, 3, 1, 1)), (S.conv2d_loops, (x, w, b, 1, 1)),
                 (S.channel_widths, (40, 12, False, 1.0)), (S.densenet_parameters, (40, 12, False, 1.0)),
-                (S.paper_schedule, (40,)), (S.numeric_gradient, (np.sin, x[0, 0], x[0, 1]))]
+                (S.paper_schedule, (40,)), (S.numeric_gradient, (np.sin, x[0, 0], x[0, 1])),
+                (S.winograd_1d, (x[0, :, :3].ravel(), w[0, 0, 0]))]
     modules = load_checks(release)
     assert "hidden_checks" not in modules                   # the hidden tests stay with the instructors
     helpers = [(f"{m}.{name}", fn) for m, module in modules.items() for name, fn in vars(module).items()

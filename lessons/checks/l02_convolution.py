@@ -1,4 +1,5 @@
-"""Checks of lesson 2, convolution: the convolution as loops, im2col, the backward pass of Conv2d."""
+"""Checks of lesson 2, convolution: the convolution as loops, im2col, the backward pass of Conv2d,
+Winograd's F(2, 3) over a 1-D signal."""
 from __future__ import annotations
 
 import numpy as np
@@ -85,5 +86,110 @@ def check_im2col(fn, settings=(((2, 3, 5, 5), 3, 1, 1), ((1, 2, 7, 6), 3, 2, 0),
     return verdict("im2col", getattr(fn, "__name__", "im2col"), run)
 
 
+class _Counted:
+    """A number that counts (in ``tally[0]``) every multiplication of a value made from the signal d
+    by a value made from the filter g. Products with plain constants (the 1/2 of G) are not counted:
+    they fold into the filter's transform, which is made once per filter."""
+    __slots__ = ("value", "data", "filt", "tally")
+
+    def __init__(self, value, data, filt, tally):
+        self.value, self.data, self.filt, self.tally = value, data, filt, tally
+
+    def _parts(self, other):
+        if isinstance(other, _Counted):
+            return other.value, other.data, other.filt
+        return other, False, False
+
+    def _new(self, value, data, filt):
+        return _Counted(value, self.data or data, self.filt or filt, self.tally)
+
+    def __add__(self, other):
+        v, d, f = self._parts(other)
+        return self._new(self.value + v, d, f)
+
+    def __radd__(self, other):
+        v, d, f = self._parts(other)
+        return self._new(v + self.value, d, f)
+
+    def __sub__(self, other):
+        v, d, f = self._parts(other)
+        return self._new(self.value - v, d, f)
+
+    def __rsub__(self, other):
+        v, d, f = self._parts(other)
+        return self._new(v - self.value, d, f)
+
+    def __mul__(self, other):
+        v, d, f = self._parts(other)
+        if (self.data and f) or (self.filt and d):
+            self.tally[0] += 1
+        return self._new(self.value * v, d, f)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        v, d, f = self._parts(other)
+        if (self.data and f) or (self.filt and d):
+            self.tally[0] += 1
+        return self._new(self.value / v, d, f)
+
+    def __neg__(self):
+        return self._new(-self.value, False, False)
+
+    def __pos__(self):
+        return self
+
+    def __float__(self):
+        return float(self.value)
+
+
+def check_winograd_1d(fn, lengths=(2, 8, 14), seed=22):
+    """winograd_1d(d, g) -> y of length n = len(d) - 2 (n even), y[i] = d[i] g[0] + d[i+1] g[1] + d[i+2] g[2],
+    by F(2, 3) tile by tile: at most 4 products of a signal value with a filter value per 2 outputs.
+    lengths: the output lengths n tried."""
+    def run():
+        r, counts = rng(seed), []
+        for n in lengths:
+            d, g = r.standard_normal(n + 2), r.standard_normal(3)
+            where = f"[d of length {n + 2}, g of length 3]"
+            want = np.correlate(d, g, "valid")               # the direct sum, n outputs
+            y = np.asarray(fn(d.copy(), g.copy()), dtype=float)
+            if y.shape != want.shape:
+                raise Failure(f"the result has shape {y.shape} but should have {want.shape} {where}: n + 2 inputs "
+                              f"give n outputs, 2 per tile; tile t reads d[2t] .. d[2t+3] (tiles overlap by 2).")
+            if np.allclose(y, np.convolve(d, g, "valid"), rtol=1e-10, atol=1e-12):
+                raise Failure(f"you computed the convolution with the flipped filter {where}: y[i] is "
+                              f"d[i] g[0] + d[i+1] g[1] + d[i+2] g[2] (deep learning's convolution does not flip, "
+                              f"section 1).")
+            wrong = ~np.isclose(y, want, rtol=1e-10, atol=1e-12)
+            if wrong.any():
+                i = int(np.argmax(wrong))
+                t = i // 2
+                raise Failure(f"y[{i}] is {y[i]:.6g} but should be {want[i]:.6g} {where}: y[{i}] is output "
+                              f"{i % 2} of tile {t}, which reads d[{2 * t}] .. d[{2 * t + 3}]; its outputs are "
+                              f"m1 + m2 + m3 and m2 - m3 - m4 (section 9).")
+            tally = [0]
+            dc = np.array([_Counted(v, True, False, tally) for v in d], dtype=object)
+            gc = np.array([_Counted(v, False, True, tally) for v in g], dtype=object)
+            yc = np.array([float(v) for v in np.asarray(fn(dc, gc), dtype=object).ravel()])
+            if not np.allclose(yc, want, rtol=1e-10, atol=1e-12):
+                raise Failure(f"with numbers that count their multiplications your function gave other values "
+                              f"{where}: use only +, -, * and / on d and g.")
+            if tally[0] == 0:
+                raise Failure(f"no product of a signal value with a filter value could be counted {where}: the "
+                              f"check passes numbers that count their multiplications; keep d and g as they come "
+                              f"(no float(), no np.asarray(..., dtype=float)).")
+            if tally[0] > 2 * n:
+                direct = " (3 per output: the direct sum)" if tally[0] == 3 * n else ""
+                raise Failure(f"your function multiplied signal values by filter values {tally[0]} times for "
+                              f"{n} outputs{direct} {where}; F(2, 3) needs 4 per tile of 2 outputs: m1 .. m4, with "
+                              f"the filter's transform (g0 + g1 + g2)/2 and (g0 - g1 + g2)/2 made once.")
+            counts.append(f"{tally[0]} for {n}")
+        return (f"your F(2, 3) equals the direct sum; multiplications for outputs: {', '.join(counts)} "
+                f"(the direct sum: 3 per output).")
+    return verdict("Winograd F(2, 3)", getattr(fn, "__name__", "winograd_1d"), run)
+
+
 # the lesson's exercises: the name its stub cell defines -> its check (the grader reads this)
-EXERCISES = {"conv2d_loops": check_conv2d_loops, "im2col": check_im2col, "Conv2d": check_conv2d}
+EXERCISES = {"conv2d_loops": check_conv2d_loops, "im2col": check_im2col, "Conv2d": check_conv2d,
+             "winograd_1d": check_winograd_1d}

@@ -17,7 +17,7 @@ import tinydense.functional as F
 
 from .common import Case, check_function, rng
 from .l01_autograd import check_linear, check_mul
-from .l02_convolution import check_conv2d_loops, check_im2col
+from .l02_convolution import check_conv2d_loops, check_im2col, check_winograd_1d
 from .l03_architectures import _formula_check, _resnext_truth, _vgg_truth, check_grouped_conv
 from .l04_batchnorm_relu_pooling import check_batch_norm
 from .l05_gradient_checking import check_cat, check_numeric_gradient
@@ -101,6 +101,7 @@ HIDDEN = {
                                                         ((1, 4, 5, 5), (3, 4, 5, 5), 1, 2)], seed=1020),
     "im2col": _with(check_im2col, settings=[((2, 2, 6, 7), 2, 1, 0), ((1, 3, 8, 8), 3, 3, 2)], seed=1021),
     "Conv2d": _conv,
+    "winograd_1d": _with(check_winograd_1d, lengths=(4, 20, 6), seed=1029),
     # lesson 3
     "vgg_stage_cost": _formula("VGG stage cost", "vgg_stage_cost", [(7, 9, 2, 5), (1, 16, 3, 3), (4, 4, 1, 11)],
                                _vgg_truth, ("parameters", "multiply-adds")),

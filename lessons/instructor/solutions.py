@@ -70,6 +70,18 @@ def im2col(x, K, stride=1, padding=0):
     return cols.reshape(N, C * K * K, OH * OW)
 
 
+def winograd_1d(d, g):
+    # tile t: outputs y[2t], y[2t+1] from d[2t] .. d[2t+3] (tiles overlap by 2), F(2, 3):
+    # the filter's transform once, then 4 products per tile (slices: every tile at once)
+    u = (g[0], (g[0] + g[1] + g[2]) / 2, (g[0] - g[1] + g[2]) / 2, g[2])
+    d0, d1, d2, d3 = d[0:-2:2], d[1:-1:2], d[2::2], d[3::2]
+    m1, m2, m3, m4 = (d0 - d2) * u[0], (d1 + d2) * u[1], (d2 - d1) * u[2], (d1 - d3) * u[3]
+    y = np.empty(len(d) - 2, dtype=np.result_type(d, g))
+    y[0::2] = m1 + m2 + m3
+    y[1::2] = m2 - m3 - m4
+    return y
+
+
 
 # --- From AlexNet to DenseNet (the architectures lesson) -----------------------------
 

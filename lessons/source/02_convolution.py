@@ -14,12 +14,15 @@
 # - **im2col**: rewriting a convolution as a matrix product, and then the whole
 #   batch as **one** matrix product (GEMM);
 # - the backward pass of a convolution as two more matrix products;
-# - as exercises: the convolution as loops, the im2col matrix, and the backward pass
-#   of a convolution layer (checked automatically);
+# - as exercises: the convolution as loops, the im2col matrix, the backward pass
+#   of a convolution layer, and F(2, 3) over a 1-D signal (checked automatically);
 # - how to count a layer's memory, parameters and FLOPs, worked through for
 #   AlexNet's first convolution and pooling layer and checked with
 #   `tinydense.summary`;
-# - how much faster each version is, measured.
+# - how much faster each version is, measured;
+# - Winograd's F(2x2, 3x3): a 3x3 convolution with 2.25 times fewer
+#   multiplications, what its transforms cost, and tinydense's seam checked and
+#   timed against the textbook path.
 
 # %%
 %matplotlib inline
@@ -34,8 +37,9 @@ import tinydense.functional as F
 import tinydense.nn as nn
 from tinydense import Function
 from tinydense.backend import get_array_module
+from tinydense.ops import winograd
 
-from checks.l02_convolution import check_conv2d, check_conv2d_loops, check_im2col
+from checks.l02_convolution import check_conv2d, check_conv2d_loops, check_im2col, check_winograd_1d
 from checks.common import passed
 
 FAST = os.environ.get("TINYDENSE_LESSONS_FAST") == "1"   # small settings for CI
@@ -272,6 +276,7 @@ print("max |one GEMM - tinydense| =", np.abs(conv_gemm(x, w, b, 2, 1) - y_ref).m
 # matrix at all (each pixel already is a column), and a stride-1 convolution
 # can read its patches as shifted views of the flattened padded image instead
 # of copying them, which saves the $K^2$-fold memory of the column matrix.
+# (Wide 3x3 layers take a third road, with fewer multiplications: section 9.)
 #
 # ## 6. The backward pass is two more matrix products
 #
@@ -443,7 +448,241 @@ plt.show()
 # for every single multiply-add, NumPy's `sum` pays it once per output value,
 # and the matrix product pays it once per layer, leaving the work to an
 # optimised BLAS library. That is why every deep-learning framework turns
-# convolutions into GEMMs (or into something even more specialised).
+# convolutions into GEMMs (or into something even more specialised, as the
+# next section shows).
+#
+# ## 9. Fewer multiplications: Winograd's minimal filtering
+#
+# Every version so far does the same arithmetic: 9 multiply-adds per output
+# and input channel of a 3x3 convolution. A faster product is one way to go
+# faster; doing fewer multiplications is another. Winograd's *minimal
+# filtering* algorithms, brought to convolutional networks by Lavin and Gray
+# (2016), compute a few neighbouring outputs together and share work between
+# them: they add and subtract inputs first and multiply afterwards.
+#
+# ### One dimension: F(2, 3)
+#
+# Two neighbouring outputs of a 3-tap filter $g$ read four inputs $d_0 \dots d_3$:
+#
+# $$y_0 = d_0 g_0 + d_1 g_1 + d_2 g_2, \qquad y_1 = d_1 g_0 + d_2 g_1 + d_3 g_2,$$
+#
+# six multiplications written like this. F(2, 3) (2 outputs, 3 taps) gets
+# them from four products:
+#
+# $$m_1 = (d_0 - d_2)\,g_0,\quad m_2 = (d_1 + d_2)\,\frac{g_0 + g_1 + g_2}{2},\quad
+#   m_3 = (d_2 - d_1)\,\frac{g_0 - g_1 + g_2}{2},\quad m_4 = (d_1 - d_3)\,g_2,$$
+#
+# $$y_0 = m_1 + m_2 + m_3, \qquad y_1 = m_2 - m_3 - m_4 .$$
+#
+# Multiply out $m_2 + m_3$: the $d_1 g_0$ and $d_1 g_2$ terms cancel, the
+# halves add up to $d_1 g_1 + d_2 g_0 + d_2 g_2$, and $m_1$ supplies
+# $d_0 g_0 - d_2 g_0$. The filter's factors $(g_0 \pm g_1 + g_2)/2$ depend on
+# the filter alone: a layer makes them once and uses them for every position
+# of every image, so they cost nothing per output. What remains per pair of
+# outputs is 4 multiplications instead of 6, bought with a few additions of
+# inputs. On random numbers:
+
+# %%
+d0, d1, d2, d3 = rng.standard_normal(4)
+g0, g1, g2 = rng.standard_normal(3)
+m1 = (d0 - d2) * g0
+m2 = (d1 + d2) * (g0 + g1 + g2) / 2
+m3 = (d2 - d1) * (g0 - g1 + g2) / 2
+m4 = (d1 - d3) * g2
+y0, y1 = m1 + m2 + m3, m2 - m3 - m4
+y0_direct, y1_direct = d0 * g0 + d1 * g1 + d2 * g2, d1 * g0 + d2 * g1 + d3 * g2
+print(f"F(2, 3), 4 multiplications: y0 = {y0:.15f}, y1 = {y1:.15f}")
+print(f"direct,  6 multiplications: y0 = {y0_direct:.15f}, y1 = {y1_direct:.15f}")
+print("largest difference:", max(abs(y0 - y0_direct), abs(y1 - y1_direct)))
+
+# %% [markdown]
+# The same four lines as matrices: transform the inputs with $B^\top$ (4x4,
+# additions only), the filter with $G$ (4x3), multiply the two elementwise
+# ($\odot$: the four products), and combine with $A^\top$ (2x4, additions only):
+#
+# $$y = A^\top \big[(G g) \odot (B^\top d)\big],\qquad
+#   B^\top = \begin{pmatrix} 1 & 0 & -1 & 0 \\ 0 & 1 & 1 & 0 \\ 0 & -1 & 1 & 0 \\ 0 & 1 & 0 & -1 \end{pmatrix},\quad
+#   G = \begin{pmatrix} 1 & 0 & 0 \\ \tfrac12 & \tfrac12 & \tfrac12 \\ \tfrac12 & -\tfrac12 & \tfrac12 \\ 0 & 0 & 1 \end{pmatrix},\quad
+#   A^\top = \begin{pmatrix} 1 & 1 & 1 & 0 \\ 0 & 1 & -1 & -1 \end{pmatrix}.$$
+
+# %%
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=float)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=float)
+d, g = np.array([d0, d1, d2, d3]), np.array([g0, g1, g2])
+print("A^T [(G g) * (B^T d)] =", AT @ ((G @ g) * (BT @ d)), "  y0, y1 from the m's:", np.array([y0, y1]))
+
+# %% [markdown]
+# ### Exercise 4: F(2, 3) over a whole signal
+#
+# A signal of $n + 2$ values ($n$ even) has $n$ outputs
+# $y_i = d_i g_0 + d_{i+1} g_1 + d_{i+2} g_2$. Cut them into $n/2$ tiles of
+# two: tile $t$ gives $y_{2t}, y_{2t+1}$ and reads $d_{2t} \dots d_{2t+3}$, so
+# neighbouring tiles share two inputs (as neighbouring 3x3 windows share
+# pixels). Write `winograd_1d(d, g)` with F(2, 3) on every tile: at most 4
+# multiplications of a signal value by a filter value per tile. The check
+# compares your result with the direct sum, and then hands your function
+# numbers that count their multiplications: use `+`, `-`, `*` and `/` on `d`
+# and `g` (loops, slices and `np.empty` are fine; turning them into floats,
+# with `float()` or `dtype=float`, hides the count).
+
+# %% tags=["exercise-stub"]
+def winograd_1d(d, g):
+    """d (n + 2,), g (3,) -> y (n,), y[i] = d[i] g[0] + d[i+1] g[1] + d[i+2] g[2], by F(2, 3) per tile."""
+    raise NotImplementedError("write F(2, 3) tile by tile")
+
+# %% tags=["exercise-check"]
+check_winograd_1d(winograd_1d)
+
+# %% [markdown]
+# ### Two dimensions: F(2x2, 3x3)
+#
+# A 2x2 tile of outputs of a 3x3 kernel $g$ reads a 4x4 patch $d$ of the
+# padded input. F(2, 3) along the columns and then along the rows gives
+#
+# $$Y = A^\top \big[(G g G^\top) \odot (B^\top d B)\big] A .$$
+#
+# $U = G g G^\top$ is the kernel's 4x4 transform (once per kernel),
+# $V = B^\top d B$ the patch's (additions only), and the elementwise product
+# is 16 multiplications for the 4 outputs, where the direct sum takes
+# $4 \times 9 = 36$. One tile, by hand:
+
+# %%
+patch = rng.standard_normal((4, 4))
+kernel = rng.standard_normal((3, 3))
+U = G @ kernel @ G.T                            # (4, 4): the kernel, transformed
+V = BT @ patch @ BT.T                           # (4, 4): the patch, transformed (B = BT.T)
+Y = AT @ (U * V) @ AT.T                         # (2, 2): 16 multiplications
+Y_direct = np.array([[np.sum(kernel * patch[i:i + 3, j:j + 3]) for j in range(2)] for i in range(2)])
+print("Winograd:\n", Y, "\ndirect:\n", Y_direct, "\nlargest difference:", np.abs(Y - Y_direct).max())
+
+# %% [markdown]
+# ### A layer: 16 matrix products over the channels
+#
+# In a layer, output channel $o$ of tile $p$ sums over the input channels $c$.
+# The transforms are linear, so the sum moves inside, before $A$:
+#
+# $$Y_{p,o} = A^\top \Big[\sum_c U_{o,c} \odot V_{p,c}\Big] A,\qquad
+#   M[k, l]_{p,o} = \sum_c V[k, l]_{p,c}\; U[k, l]_{c,o} .$$
+#
+# For each of the 16 positions $(k, l)$ of the 4x4 tile that sum is a matrix
+# product, $(P, C) @ (C, O)$, with $P = N \cdot \frac{H}{2} \cdot \frac{W}{2}$
+# tiles. All 16 together are one batched product,
+# $(16, P, C) @ (16, C, O) \to (16, P, O)$: 16 GEMMs like section 5's, each
+# over the $P$ tiles instead of all the output pixels.
+# It makes $16\,P\,C\,O$ multiplications where the direct sum makes
+# $36\,P\,C\,O$ (4 outputs per tile, 9 taps): 2.25 times fewer for every 2x2
+# tile, whatever the numbers of channels. The whole layer in NumPy:
+
+# %%
+def winograd_conv(x, w):
+    """conv2d(x, w, padding=1) for x (N, C, H, W) with H and W even and a 3x3 w (O, C, 3, 3)."""
+    N, C, H, W = x.shape
+    O = w.shape[0]
+    th, tw = H // 2, W // 2                                                      # tiles down and across
+    xpad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    d = np.lib.stride_tricks.sliding_window_view(xpad, (4, 4), axis=(2, 3))[:, :, ::2, ::2]  # (N, C, th, tw, 4, 4)
+    V = (BT @ d @ BT.T).transpose(4, 5, 0, 2, 3, 1).reshape(16, N * th * tw, C)   # (16, P, C)
+    U = (G @ w @ G.T).transpose(2, 3, 1, 0).reshape(16, C, O)                      # (16, C, O)
+    M = V @ U                                                                      # (16, P, O): the 16 products
+    m = M.reshape(4, 4, N, th, tw, O).transpose(2, 5, 3, 4, 0, 1)                  # (N, O, th, tw, 4, 4)
+    Y = AT @ m @ AT.T                                                              # (N, O, th, tw, 2, 2)
+    return Y.transpose(0, 1, 2, 4, 3, 5).reshape(N, O, H, W)
+
+
+N, C, H, W, O = 2, 5, 6, 8, 3
+x = rng.standard_normal((N, C, H, W))
+w = rng.standard_normal((O, C, 3, 3))
+P = N * (H // 2) * (W // 2)
+y_ref = F.conv2d(td.tensor(x), td.tensor(w), padding=1).numpy()
+print(f"P = {P} tiles; V {(16, P, C)} @ U {(16, C, O)} -> M {(16, P, O)}")
+print("max |winograd_conv - F.conv2d| =", np.abs(winograd_conv(x, w) - y_ref).max())
+direct_mults, winograd_mults = N * O * H * W * C * 9, 16 * P * C * O
+print(f"multiplications: direct {direct_mults}, Winograd {winograd_mults}, "
+      f"ratio {direct_mults / winograd_mults:.2f}")
+
+# %% [markdown]
+# ### What the transforms cost, and when tinydense uses them
+#
+# The multiplications are not the whole bill. $V$ holds 16 numbers for every
+# tile of 4 input pixels: it is 4 times the size of the input, and $M$ 4
+# times the size of the output. Making $V$ from the input and $y$ from $M$
+# are passes over these big arrays with a few additions per number: memory
+# traffic, which the matrix product does not hide. Per pixel, the products'
+# work grows like $C \cdot O$ and the transforms' like $C + O$, so the saving
+# pays for the passes only when the layers are wide. tinydense's seam,
+# `tinydense/ops/winograd.py`, does the computation above channels-last and
+# on several threads (and backward as the transposes of the same three
+# linear maps); `Conv2d` takes it for 3x3 kernels with stride 1, padding 1,
+# no dilation, one group and at least `winograd.MIN_CHANNELS` input and
+# output channels (the threshold the cell below prints, measured when the
+# seam was tuned). Like every seam of tinydense it must give the textbook
+# numbers: the same layer with the seam on and off (off, a stride-1 3x3
+# convolution takes the row layout of section 5), output and both
+# gradients, in float64. `y._creator` is the `Function` node that made `y`;
+# its `path` says which computation ran (read it before `backward`, which
+# frees the graph).
+
+# %%
+def conv_with_seam(seam, x, w, g):
+    """(path, y, dx, dw) of conv2d(x, w, padding=1) with the Winograd seam on or off."""
+    before, winograd.ENABLED = winograd.ENABLED, seam
+    try:
+        xt, wt = td.tensor(x, requires_grad=True), td.tensor(w, requires_grad=True)
+        y = F.conv2d(xt, wt, padding=1)
+        path = y._creator.path
+        y.backward(td.tensor(g))
+        return path, y.numpy(), np.asarray(xt.grad), np.asarray(wt.grad)
+    finally:
+        winograd.ENABLED = before
+
+
+C = O = winograd.MIN_CHANNELS
+print("winograd.MIN_CHANNELS =", winograd.MIN_CHANNELS)
+x = rng.standard_normal((2, C, 8, 8))
+w = rng.standard_normal((O, C, 3, 3)) / np.sqrt(9 * C)
+g = rng.standard_normal((2, O, 8, 8))
+seam_on, seam_off = conv_with_seam(True, x, w, g), conv_with_seam(False, x, w, g)
+print(f"path with the seam on: {seam_on[0]!r}, off: {seam_off[0]!r}")
+assert seam_on[0] == "winograd" and seam_off[0] != "winograd"
+for name, a, b in zip(("y", "dx", "dw"), seam_on[1:], seam_off[1:]):
+    diff = np.abs(a - b).max()
+    print(f"{name:2s}: max |seam on - seam off| = {diff:.2e}")
+    assert diff < 1e-10
+
+# %% [markdown]
+# The differences are rounding: additions in another order. Now the time of
+# one convolution of 256 channels at 8x8, batch 16, forward and backward in
+# float32, with the seam on and off, alternating (so that a busy moment of
+# the machine hits both), and the median of each:
+
+# %%
+N, C, H = 16, 256, 8
+x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+w = (rng.standard_normal((C, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
+g = rng.standard_normal((N, C, H, H)).astype(np.float32)
+times = {True: [], False: []}
+paths = [conv_with_seam(seam, x, w, g)[0] for seam in (True, False)]     # once untimed: the buffers are made
+print(f"paths: seam on {paths[0]!r}, off {paths[1]!r}")
+for _ in range(3 if FAST else 7):
+    for seam in (True, False):
+        start = time.perf_counter()
+        conv_with_seam(seam, x, w, g)
+        times[seam].append(time.perf_counter() - start)
+on, off = np.median(times[True]), np.median(times[False])
+print(f"seam on {on * 1e3:.1f} ms, off {off * 1e3:.1f} ms (medians of {len(times[True])}): on / off = {on / off:.2f}")
+print(f"multiplications alone would give 1 / 2.25 = {1 / 2.25:.2f};",
+      "the seam saved time here" if on < off else "the seam did NOT save time here")
+
+# %% [markdown]
+# The printed ratio is this machine's answer. Set it beside the 0.44 that
+# the multiplications alone would give (printed too): the gap is what the
+# transforms' passes over memory cost here, with the 16 products being
+# smaller than one GEMM over the same data (the docstring of
+# `ops/winograd.py` records what was measured when the seam was tuned). On
+# GPUs, cuDNN picks Winograd kernels of its own for such layers. Larger tiles
+# save more multiplications (question 6) at the price of larger constants in
+# the transforms, and so of larger rounding errors in float32.
 #
 # ## Questions and exercises
 #
@@ -459,3 +698,7 @@ plt.show()
 # 4. Why can a 1x1 convolution skip im2col entirely? Write it with `np.matmul`
 #    and compare with `F.conv2d`.
 # 5. Time `conv_gemm` with float64 instead of float32 inputs. What changes, and why?
+# 6. F(4x4, 3x3) computes a 4x4 tile of outputs from a 6x6 patch with one
+#    elementwise product of 6x6 transforms. How many multiplications is that
+#    per tile, how many does the direct sum take, and what is the ratio? How
+#    big is the transformed input $V$ now, relative to the input?
