@@ -108,12 +108,13 @@ def test_evaluation_without_a_graph_gives_the_textbook_numbers(kind, monkeypatch
 
 @contextlib.contextmanager
 def threaded():
-    """norm_relu's ops with their passes split among the threads (off by default)."""
-    before, norm_relu.THREADED = norm_relu.THREADED, True
+    """norm_relu's ops with their passes split among the threads, whatever the size."""
+    before = norm_relu.THREADED, norm_relu.THREADED_MIN_SIZE
+    norm_relu.THREADED, norm_relu.THREADED_MIN_SIZE = True, 0
     try:
         yield
     finally:
-        norm_relu.THREADED = before
+        norm_relu.THREADED, norm_relu.THREADED_MIN_SIZE = before
 
 
 def textbook_bn_relu(x, w, b, rm, rv, training, momentum, eps, residual=None):

@@ -37,19 +37,26 @@ from . import parallel
 from .norm import inverse_std, update_running_statistics
 
 
-# Whether these ops split their passes among the fused ops' threads (ops/parallel.py). Off:
-# they run once or twice per layer, and switching BLAS to one thread and back around each of
-# them cost more than the second core gained (pre-activation ResNet-164, batch 64, 2 threads,
-# 2026-12-07: 3.76 s per step threaded, 3.32 s not; CIFAR ResNet-18: 3.03 s, 2.75 s).
+# Whether these ops split their passes among the fused ops' threads (ops/parallel.py), and
+# from which size on: arrays of at least THREADED_MIN_SIZE values. Off: alone, split passes
+# run 1.4x to 1.6x faster on 2 threads from (64, 16, 32, 32) up (slower below (64, 64, 8, 8)),
+# but inside a network each follows a convolution whose BLAS threads still spin for a while
+# after their product and take the second core: ResNet-164's step took 1.07x and ResNet-18's
+# 1.03x as long with them on (2026-12-08; every array split: 1.13x).
 THREADED = False
+THREADED_MIN_SIZE = 2 ** 19
+
+
+def _threaded(like):
+    return THREADED and like.size >= THREADED_MIN_SIZE
 
 
 def _threads(like):
-    return parallel.own_threads(like) if THREADED else contextlib.nullcontext()
+    return parallel.own_threads(like) if _threaded(like) else contextlib.nullcontext()
 
 
-def _split(n):
-    return parallel.split(n) if THREADED else [(0, n)]
+def _split(n, like):
+    return parallel.split(n) if _threaded(like) else [(0, n)]
 
 
 def _column(v):
@@ -110,7 +117,7 @@ class BatchNormReLU(Function):
             return mean, var, invstd
 
         with _threads(x):
-            mean, var, invstd = (np.concatenate(values) for values in zip(*parallel.parallel(part, _split(C))))
+            mean, var, invstd = (np.concatenate(values) for values in zip(*parallel.parallel(part, _split(C, x))))
         if training and running_mean is not None:
             update_running_statistics(running_mean, running_var, mean, var, M, momentum)
         if keep:
@@ -141,7 +148,7 @@ class BatchNormReLU(Function):
             return sum_g_xhat, sum_g
 
         with _threads(g):
-            gweight, gbias = (np.concatenate(values) for values in zip(*parallel.parallel(part, _split(C))))
+            gweight, gbias = (np.concatenate(values) for values in zip(*parallel.parallel(part, _split(C, g))))
         return (gx if self.needs_grad[0] else None), gweight, gbias
 
 
@@ -157,7 +164,7 @@ class AddReLU(Function):
             np.maximum(za, 0, out=za)
 
         with _threads(a):
-            parallel.parallel(part, _split(z.size))
+            parallel.parallel(part, _split(z.size, z))
         if is_grad_enabled() and any(self.needs_grad):
             self.z = z
         return z
@@ -170,7 +177,7 @@ class AddReLU(Function):
             np.multiply(flat[0][lo:hi], flat[1][lo:hi] > 0, out=flat[2][lo:hi])
 
         with _threads(g):
-            parallel.parallel(part, _split(d.size))
+            parallel.parallel(part, _split(d.size, d))
         return d, d
 
 
