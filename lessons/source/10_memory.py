@@ -460,7 +460,7 @@ for name, build in rivals.items():
 # ResNet-164, built from plain modules, keeps everything its 164 layers' batch
 # norms, ReLUs and convolutions saved.
 #
-# **Measured at full size** (2026-12-07, a quiet 2-core AMD EPYC with AVX2, batch 64,
+# **Measured at full size** (2026-12-08, a quiet 2-core AMD EPYC with AVX2, batch 64,
 # float32, two threads: `python benchmarks/bench_densenet_vs_resnet.py`). The four
 # training steps alternate in one process: tinydense's two networks and the same two
 # architectures written in plain PyTorch 2.13 (eager CPU; `benchmarks/bench_models.py`
@@ -473,14 +473,14 @@ for name, build in rivals.items():
 # | --- | ---: | ---: | ---: |
 # | parameters | 769,162 | 1,703,258 | 0.45 |
 # | multiply-adds per image | 288 M | 248 M | 1.16 |
-# | training step, tinydense (median of 5) | 2.52 s | 4.31 s | 0.58 |
-# | training step, PyTorch (median of 5) | 3.13 s | 2.23 s | 1.40 |
-# | peak memory of one step, tinydense | 907 MB | 3,099 MB | 0.29 |
-# | peak memory of one step, PyTorch | 2,706 MB | 1,998 MB | 1.35 |
+# | training step, tinydense (median of 5) | 2.04 s | 3.39 s | 0.60 |
+# | training step, PyTorch (median of 5) | 2.95 s | 1.98 s | 1.49 |
+# | peak memory of one step, tinydense | 909 MB | 3,096 MB | 0.29 |
+# | peak memory of one step, PyTorch | 2,641 MB | 2,061 MB | 1.28 |
 # | test accuracy after 5 epochs (tinydense) | 51.4% | 42.7% | |
 #
 # What the architectures do: with fewer than half the parameters and 16% more
-# multiply-adds, DenseNet-BC's step takes **1.40x** ResNet-164's in PyTorch:
+# multiply-adds, DenseNet-BC's step takes **1.49x** ResNet-164's in PyTorch:
 # it is **slower** per step than ResNet-164 in PyTorch, as in every mainstream
 # framework (the DenseNet authors' own notes found DenseNet-201 about three times slower
 # to train than ResNet-50 at similar FLOPs). Each dense layer reads the whole
@@ -491,13 +491,13 @@ for name, build in rivals.items():
 # What the implementation does: in tinydense both networks run on fused seams (DenseNet-BC
 # on the memory-efficient seam, which makes each dense block one op; ResNet-164 on the
 # BN-ReLU seam of `models/fused_layers.py`), and here
-# DenseNet-BC's step takes **0.58x** ResNet-164's in tinydense, **faster** per step than ResNet-164 in tinydense.
+# DenseNet-BC's step takes **0.60x** ResNet-164's in tinydense, **faster** per step than ResNet-164 in tinydense.
 # That is the implementation, not the architecture: tinydense's DenseNet seam beats
-# PyTorch's DenseNet (2.52 s against 3.13 s), while its ResNet-164 is about twice
-# PyTorch's (4.31 s against 2.23 s, benchmarks/README.md says where the time goes).
+# PyTorch's DenseNet (2.04 s against 2.95 s), while its ResNet-164 is still 1.7x
+# PyTorch's (3.39 s against 1.98 s, benchmarks/README.md says where the time goes).
 # The memory-efficient seam is what changes the memory:
 # DenseNet-BC's peak memory is **0.29x** ResNet-164's in tinydense, while
-# its peak memory is **1.35x** ResNet-164's in PyTorch, whose DenseNet stores every
+# its peak memory is **1.28x** ResNet-164's in PyTorch, whose DenseNet stores every
 # layer's normalised concatenation. So: fewer parameters for DenseNet-BC; less memory
 # only with a memory-efficient implementation (more without one); a slower step per
 # multiply-add in a mainstream framework; and ahead after the same short schedule. Five epochs on 5,085 images say which network learns faster, not
@@ -541,46 +541,53 @@ for name in ("densenet201", "resnet50"):
 # starts from torchvision's ImageNet weights (downloaded once; timm's files are other
 # trainings of the same architectures) with a new 10-class classifier.
 #
-# **Measured** (2026-12-07, the course's subset, the project's shared 2-core CPU while other
-# jobs ran: 1-minute load average 4.0 to 5.6, two BLAS threads; from scratch, as no weights
-# could be downloaded; one epoch over the first 1,024 training images, because a full epoch of
-# the subset's 5,085 would have taken ResNet-50 about 45 minutes here; tested on all 1,017 test
-# images):
+# **Measured** (2026-12-08, the course's whole subset: one epoch over its 5,085 training
+# images, tested on all 1,017; a quiet 2-core AMD EPYC, two BLAS threads, 1-minute load
+# average 1.8 to 2.1, which is the run's own two threads; from scratch, as no weights could
+# be downloaded). `benchmarks/seed_experiment.py` runs this command and, in the same run, the
+# same training in PyTorch 2.13 eager CPU with torchvision's models of the same names (same
+# images in the same order, same optimiser, each model in a fresh process):
 #
-#     tinydense compare densenet201 resnet50 --train cifar10 --epochs 1 --batch-size 32 --lr 0.001 \
-#         --limit-train 1024 --data-dir /work/shared/data
+#     tinydense compare densenet201 resnet50 --train cifar10 --epochs 1 --batch-size 32 --lr 0.001
 #
 # | | DenseNet-201 | ResNet-50 | DenseNet / ResNet |
 # | --- | ---: | ---: | ---: |
 # | parameters (10 classes) | 18.11 M | 23.53 M | 0.77x |
 # | multiply-adds per image (32x32) | 87.6 M | 83.5 M | 1.05x |
 # | multiply-adds for a batch of 128 (thop's "FLOPs") | 11.21 G | 10.68 G | 1.05x |
-# | seconds for the epoch (32 steps) | 74.0 | 558.8 | 0.13x |
-# | peak memory growth while training | 259 MB | 617 MB | 0.42x |
-# | test accuracy after the epoch | 19.57% | 10.62% | |
+# | seconds for the epoch (159 steps), tinydense | 142.7 | 88.1 | 1.62x |
+# | seconds for the epoch, PyTorch | 95.4 | 73.2 | 1.30x |
+# | peak memory growth while training, tinydense | 275 MB | 344 MB | 0.80x |
+# | peak memory growth while training, PyTorch | 300 MB | 314 MB | 0.96x |
+# | test accuracy after the epoch, tinydense | 33.43% | 29.50% | |
+# | test accuracy after the epoch, PyTorch | 30.58% | 22.91% | |
 #
 # What tinydense reproduces, and why the rest differs:
 #
 # - **Similar multiply-adds, far fewer parameters: reproduced exactly.** These are counts of
-#   the architectures, the same on any machine.
-# - **Less memory for DenseNet: reproduced** (0.42x), though on the CPU, not the GPU. At 32x32
-#   the activations are small, so a good part of each number is the two extra copies of the
-#   weights that training makes, the gradients and the momentum buffers (138 MB against
-#   180 MB); tinydense's DenseNet-201 also runs its blocks memory-efficiently (section 4).
-# - **About three times the training time: not reproduced; here it is the other way round.**
-#   On a GPU the time follows the number of layers (201 against 50, each a few small
-#   kernels) more than the multiply-adds. Here ResNet-50 took 17 s per step: a profile
-#   (`cProfile`) puts 93% of it in the matrix products of its convolutions
-#   (`ops/conv.py`), most of them on the 2x2 and 1x1 maps that a 32x32 image has become
-#   in ResNet-50's last two stages, where a product done image by image has 4 pixels or
-#   fewer per image and the BLAS library runs far below its speed. That is a limit of this
-#   implementation at tiny maps, not of the architecture; and the machine was shared, so
-#   both times are slower than on an idle one.
-# - **Better accuracy for DenseNet: not tested.** The seed fine-tuned ImageNet-pretrained
-#   networks for a whole epoch; here both start from random weights and take 32 small steps:
-#   ResNet-50 is still at chance (10%), and one short run with one seed says nothing about
-#   which network ends better. With `--weights DEFAULT` on a machine that can download them,
-#   the same command runs the seed's fine-tuning.
+#   the architectures, the same on any machine (and PyTorch's models have the same
+#   parameter counts: 18,112,138 and 23,528,522).
+# - **A longer training time for DenseNet: reproduced, by less.** DenseNet-201's epoch takes
+#   1.62x ResNet-50's in tinydense and 1.30x in PyTorch on this CPU, against about 3x on the
+#   seed's RTX 3090. On a GPU the time follows the number of small kernels (201 layers, each
+#   a batch norm, a ReLU, a convolution and a concatenation, against 50) more than the
+#   multiply-adds, which a GPU does fast; on a CPU the multiply-adds weigh more, and they are
+#   about the same. tinydense's ratio is higher than PyTorch's: its DenseNet-201 epoch takes
+#   1.50x PyTorch's, its ResNet-50 epoch 1.20x. DenseNet-201 is made of many thin products (a
+#   3x3 convolution of 128 channels in and 32 out in every layer), where NumPy's BLAS is
+#   furthest from PyTorch's direct convolutions; ResNet-50's wide 3x3 convolutions take
+#   tinydense's Winograd seam (`ops/winograd.py`, lesson 2).
+# - **Less memory for DenseNet: reproduced** (0.80x in tinydense, 0.96x in PyTorch), though on
+#   the CPU, not the GPU. At 32x32 the activations are small, so a good part of each number is
+#   the two extra copies of the weights that training makes, the gradients and the momentum
+#   buffers (138 MB against 180 MB); tinydense's DenseNet-201 also runs its blocks
+#   memory-efficiently (section 4).
+# - **Better accuracy for DenseNet: seen in this one run, not established.** The seed
+#   fine-tuned ImageNet-pretrained networks; here both start from random weights and take 159
+#   small steps, and DenseNet-201 ends ahead in both frameworks (33.4% against 29.5%, 30.6%
+#   against 22.9%). One short run with one seed each says nothing certain about which network
+#   ends better. With `--weights DEFAULT` on a machine that can download them, the same command
+#   runs the seed's fine-tuning.
 
 # %% [markdown]
 # ## Questions and exercises
