@@ -52,9 +52,10 @@ this file as methods named after them (a third lives in its own file):
    padding 1, one group, 128 channels or more: Winograd's F(2x2, 3x3), 2.25x fewer
    multiplications for the same numbers (``winograd.ENABLED = False`` turns it off).
 
-All big temporaries come from tinydense's pool (tinydense/memory.py). Over 400
-lines because the textbook form and the two layouts it explains belong in one
-file: a student compares them side by side, and they share the weight's views.
+All big temporaries come from tinydense's pool (tinydense/memory.py). About 480
+lines, and one file, because the textbook form and the two layouts it explains do
+one job together: a student compares them side by side, and they share the weight's
+views and the checks; the Winograd seam, with math of its own, has its own file.
 """
 from __future__ import annotations
 
